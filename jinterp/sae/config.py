@@ -69,6 +69,14 @@ class SAEConfig:
             sparsity penalty ``sum_i tanh(c * f_i * ||W_dec,i||)`` (SAELens
             ``jumprelu_sparsity_loss_mode='tanh'``, c = 4 there), a smooth L0 whose gradient
             also reaches the encoder of active latents. ``l0_coefficient`` weighs it.
+        jumprelu_ste_to_input: False = DeepMind's JumpReLU (the straight-through gradient
+            reaches only the threshold); True = Anthropic's (January 2025): it also reaches the
+            pre-activations, and so the encoder, so a latent just below its threshold learns
+            to fire where firing would lower the loss (SAELens ``jumprelu_ste_to_input``).
+        jumprelu_target_l0: None = the paper's linear L0 penalty; a number T = Gemma Scope 2's
+            quadratic penalty ``(2 / T) (||f||_0 - T)^2`` per token (SAELens
+            ``jumprelu_sparsity_loss_mode='quadratic'``), which also lowers thresholds when
+            the SAE is sparser than T instead of always pushing them up.
         pre_act_loss_coefficient: Weight lambda_P of the pre-activation loss on dead latents
             of JumpReLU and Gated SAEs, ``lambda_P sum_{i dead} ReLU(theta_i - pi_i)``
             (Anthropic's January 2025 update; SAELens ``pre_act_loss_coefficient``, also
@@ -105,6 +113,8 @@ class SAEConfig:
     jumprelu_bandwidth: float = 0.001
     jumprelu_init_threshold: float = 0.001
     jumprelu_tanh_scale: float | None = None
+    jumprelu_ste_to_input: bool = False
+    jumprelu_target_l0: float | None = None
     pre_act_loss_coefficient: float = 0.0
     aux_k: int | None = None
     aux_k_coefficient: float = 1.0 / 32.0
@@ -142,6 +152,16 @@ class SAEConfig:
                                                      self.architecture != Architecture.JUMPRELU):
             raise ValueError("jumprelu_tanh_scale must be > 0 and is only used by 'jumprelu'; got "
                              f"{self.jumprelu_tanh_scale} for {self.architecture.value!r}.")
+        if self.jumprelu_target_l0 is not None and (
+                not self.jumprelu_target_l0 > 0 or self.jumprelu_tanh_scale is not None
+                or self.architecture != Architecture.JUMPRELU):
+            raise ValueError("jumprelu_target_l0 must be > 0, is only used by 'jumprelu', and "
+                             "excludes jumprelu_tanh_scale (pick one sparsity penalty); got "
+                             f"{self.jumprelu_target_l0} for {self.architecture.value!r} with "
+                             f"jumprelu_tanh_scale={self.jumprelu_tanh_scale}.")
+        if self.jumprelu_ste_to_input and self.architecture != Architecture.JUMPRELU:
+            raise ValueError("jumprelu_ste_to_input is only used by 'jumprelu', got "
+                             f"{self.architecture.value!r}.")
         if self.pre_act_loss_coefficient < 0:
             raise ValueError(f"pre_act_loss_coefficient must be >= 0, got "
                              f"{self.pre_act_loss_coefficient}.")

@@ -229,6 +229,56 @@ def test_jumprelu_tanh_sparsity_matches_numpy():
         sae.SAEConfig("gated", d_in=D_IN, d_sae=D_SAE, jumprelu_tanh_scale=4.0)
 
 
+def test_jumprelu_ste_to_input_matches_numpy():
+    """Anthropic's variant: the STE term reaches the pre-activations (so b_enc) as well."""
+    cfg, params = make("jumprelu", jumprelu_bandwidth=0.5, l0_coefficient=0.7,
+                       jumprelu_ste_to_input=True)
+    x = xs(6)
+    p, xn = np_params(params), np.asarray(x, np.float64)
+    theta = np.exp(p["log_threshold"])
+    pre = xn @ p["W_enc"] + p["b_enc"]
+    f = np.where(pre > theta, pre, 0)
+    x_hat = f @ p["W_dec"] + p["b_dec"]
+    eps, n = 0.5, x.shape[0]
+    kern = (np.abs((pre - theta) / eps) < 0.5).astype(float)
+    dl_df = 2 * (x_hat - xn) @ p["W_dec"].T / n
+    # d/dpi: H + (theta/eps) K through the JumpReLU, (1/eps) K through the L0 step.
+    dl_dpre = dl_df * ((pre > theta) + (theta / eps) * kern) + 0.7 * (1 / eps) * kern / n
+    dl_dtheta = np.sum(dl_df * -(theta / eps) * kern, 0) + 0.7 * np.sum(-(1 / eps) * kern, 0) / n
+    grads = grad_of(cfg, x)(params)
+    np.testing.assert_allclose(grads["b_enc"], dl_dpre.sum(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grads["log_threshold"], dl_dtheta * theta, rtol=1e-4, atol=1e-6)
+    plain = grad_of(make("jumprelu", jumprelu_bandwidth=0.5, l0_coefficient=0.7)[0], x)(params)
+    assert np.abs(np.asarray(plain["b_enc"]) - dl_dpre.sum(0)).max() > 1e-3  # the flag matters
+    with pytest.raises(ValueError, match="jumprelu_ste_to_input"):
+        sae.SAEConfig("relu", d_in=D_IN, d_sae=D_SAE, jumprelu_ste_to_input=True)
+
+
+def test_jumprelu_target_l0_quadratic_matches_numpy():
+    """Gemma Scope 2's penalty (2/T)(L0 - T)^2: value, and thresholds pulled DOWN below T."""
+    target = 5.0
+    cfg, params = make("jumprelu", jumprelu_bandwidth=0.5, l0_coefficient=0.7,
+                       jumprelu_target_l0=target)
+    x = xs(6)
+    p, xn = np_params(params), np.asarray(x, np.float64)
+    theta = np.exp(p["log_threshold"])
+    pre = xn @ p["W_enc"] + p["b_enc"]
+    l0_tok = np.sum(pre > theta, -1)
+    penalty = np.mean(2 / target * (l0_tok - target) ** 2)
+    value, metrics = loss(cfg, params, x)
+    np.testing.assert_allclose(metrics["l0_penalty"], penalty, rtol=1e-5)
+    eps, n = 0.5, x.shape[0]
+    kern = (np.abs((pre - theta) / eps) < 0.5).astype(float)
+    dpen_dl0 = 4 / target * (l0_tok - target) / n  # [batch]
+    expected = np.sum(dpen_dl0[:, None] * -(1 / eps) * kern, 0) * theta  # d/d log_threshold
+    g = grad_of(cfg, x, "l0_penalty")(params)["log_threshold"]
+    np.testing.assert_allclose(g, expected, rtol=1e-4, atol=1e-6)
+    assert np.abs(expected).sum() > 0
+    for bad in ({"jumprelu_target_l0": 0.0}, {"jumprelu_target_l0": 4.0, "jumprelu_tanh_scale": 4.0}):
+        with pytest.raises(ValueError, match="jumprelu_target_l0"):
+            sae.SAEConfig("jumprelu", d_in=D_IN, d_sae=D_SAE, **bad)
+
+
 def test_jumprelu_step_has_no_gradient_to_pre():
     pre = jnp.array([0.1, 0.3, 0.5])
     thr = jnp.array([0.2, 0.2, 0.2])

@@ -8,12 +8,23 @@ With ``jumprelu_tanh_scale = c`` the L0 term becomes Anthropic's smooth version 
 ``lambda * s_t * sum_i tanh(c * f_i * ||W_dec,i||)``; decoder rows are unit-norm, so the norm
 factor is 1. Its gradient reaches theta through the JumpReLU STE and pi through active f_i.
 
+With ``jumprelu_target_l0 = T`` the L0 term becomes Gemma Scope 2's quadratic
+``lambda * s_t * (2 / T) (||f||_0 - T)^2`` (per token, then averaged), which pulls thresholds
+down when a token has fewer than T active latents.
+
 H has zero derivative almost everywhere, so theta is trained with straight-through
 pseudo-derivatives built from a kernel K of bandwidth eps (rectangle K(u) = 1[|u| < 1/2]):
 
     d JumpReLU / d theta = -(theta / eps) K((pi - theta) / eps)
     d H(pi - theta) / d theta = -(1 / eps) K((pi - theta) / eps)
     d JumpReLU / d pi = H(pi - theta),    d H / d pi = 0 (no STE to pi through the step)
+
+With ``jumprelu_ste_to_input`` (Anthropic's variant) pi also gets the straight-through term:
+both functions depend on pi only through ``pi - theta``, so their pseudo-derivative in pi is
+minus the one in theta (``d JumpReLU / d pi = H(pi - theta) + (theta / eps) K(...)``,
+``d H / d pi = (1 / eps) K(...)``). DeepMind's version trains the encoder from the
+reconstruction of active latents only; this one also tells a latent just below its
+threshold whether firing would pay.
 
 ``theta`` is stored as ``log_threshold`` (keeps it positive; the chain rule through exp is
 automatic); `jinterp.sae.io` converts to SAELens' / Gemma Scope's ``threshold``. Decoder rows
@@ -43,40 +54,43 @@ def rectangle(u: Array) -> Array:
     return (jnp.abs(u) < 0.5).astype(u.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def jumprelu(pre: Array, threshold: Array, bandwidth: float) -> Array:
-    """``pre * H(pre - threshold)`` with the STE pseudo-derivative for ``threshold``."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def jumprelu(pre: Array, threshold: Array, bandwidth: float, ste_to_input: bool = False) -> Array:
+    """``pre * H(pre - threshold)`` with the STE pseudo-derivative for ``threshold`` (and for
+    ``pre`` too when ``ste_to_input``)."""
     return pre * (pre > threshold)
 
 
-def _jumprelu_fwd(pre, threshold, bandwidth):
-    return jumprelu(pre, threshold, bandwidth), (pre, threshold)
+def _jumprelu_fwd(pre, threshold, bandwidth, ste_to_input):
+    return jumprelu(pre, threshold, bandwidth, ste_to_input), (pre, threshold)
 
 
-def _jumprelu_bwd(bandwidth, res, g):
+def _jumprelu_bwd(bandwidth, ste_to_input, res, g):
     pre, threshold = res
-    d_pre = g * (pre > threshold)
-    d_thr = -(threshold / bandwidth) * rectangle((pre - threshold) / bandwidth) * g
-    return d_pre, _sum_to_shape(d_thr, threshold.shape)
+    ste = (threshold / bandwidth) * rectangle((pre - threshold) / bandwidth) * g
+    d_pre = g * (pre > threshold) + (ste if ste_to_input else 0.0)
+    return d_pre, _sum_to_shape(-ste, threshold.shape)
 
 
 jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def step(pre: Array, threshold: Array, bandwidth: float) -> Array:
-    """Heaviside ``H(pre - threshold)`` with the STE pseudo-derivative for ``threshold``."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def step(pre: Array, threshold: Array, bandwidth: float, ste_to_input: bool = False) -> Array:
+    """Heaviside ``H(pre - threshold)`` with the STE pseudo-derivative for ``threshold`` (and
+    for ``pre`` too when ``ste_to_input``)."""
     return (pre > threshold).astype(pre.dtype)
 
 
-def _step_fwd(pre, threshold, bandwidth):
-    return step(pre, threshold, bandwidth), (pre, threshold)
+def _step_fwd(pre, threshold, bandwidth, ste_to_input):
+    return step(pre, threshold, bandwidth, ste_to_input), (pre, threshold)
 
 
-def _step_bwd(bandwidth, res, g):
+def _step_bwd(bandwidth, ste_to_input, res, g):
     pre, threshold = res
-    d_thr = -(1.0 / bandwidth) * rectangle((pre - threshold) / bandwidth) * g
-    return jnp.zeros_like(pre), _sum_to_shape(d_thr, threshold.shape)
+    ste = (1.0 / bandwidth) * rectangle((pre - threshold) / bandwidth) * g
+    d_pre = ste if ste_to_input else jnp.zeros_like(pre)
+    return d_pre, _sum_to_shape(-ste, threshold.shape)
 
 
 step.defvjp(_step_fwd, _step_bwd)
@@ -101,13 +115,18 @@ def loss(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"],
          target: Float[Array, "batch d_target"], ctx: LossContext):
     pre = common.pre_activations(cfg, params, x)  # [batch, d_sae]
     theta = threshold(params)
-    f = jumprelu(pre, theta, cfg.jumprelu_bandwidth)
+    eps, to_input = cfg.jumprelu_bandwidth, cfg.jumprelu_ste_to_input
+    f = jumprelu(pre, theta, eps, to_input)
     x_hat = common.linear_decode(params, f)  # [batch, d_target]
     mse = common.sum_sq_error(x_hat, target)
-    if cfg.jumprelu_tanh_scale is None:
-        l0_penalty = jnp.mean(jnp.sum(step(pre, theta, cfg.jumprelu_bandwidth), axis=-1))
-    else:
+    if cfg.jumprelu_tanh_scale is not None:
         l0_penalty = jnp.mean(jnp.sum(jnp.tanh(cfg.jumprelu_tanh_scale * f), axis=-1))
+    else:
+        l0_per_token = jnp.sum(step(pre, theta, eps, to_input), axis=-1)  # [batch]
+        if cfg.jumprelu_target_l0 is not None:
+            target_l0 = cfg.jumprelu_target_l0
+            l0_per_token = (2.0 / target_l0) * jnp.square(l0_per_token - target_l0)
+        l0_penalty = jnp.mean(l0_per_token)
     total = mse + ctx.penalty_scale * cfg.l0_coefficient * l0_penalty
     terms = {"l0_penalty": l0_penalty}
     if cfg.pre_act_loss_coefficient:
