@@ -36,7 +36,9 @@ def configs(d: int, d_sae: int, k: int, dead_tokens: int) -> dict[str, SAEConfig
         "matryoshka": SAEConfig("matryoshka", d_in=d, d_sae=d_sae, k=k,
                                 dead_after_tokens=dead_tokens, aux_k_coefficient=1.0,
                                 matryoshka_prefixes=(d_sae // 2,)),
-        "switch": SAEConfig("switch", d_in=d, d_sae=d_sae, k=k, n_experts=8),
+        # Expert width d_sae / n_experts >= n_features: a token can hold any feature, so each
+        # expert must be able to hold them all (8 experts of 512 for 1024 features: 0.75).
+        "switch": SAEConfig("switch", d_in=d, d_sae=d_sae, k=k, n_experts=4),
     }
 
 
@@ -51,10 +53,10 @@ def main():
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated architectures (default: all)")
-    p.add_argument("--fast", action="store_true", help="the unit-test size (128 in 32 dims)")
+    p.add_argument("--fast", action="store_true", help="the unit-test size (128 in 32 dims, 2 active)")
     args = p.parse_args()
     if args.fast:
-        args.n_features, args.d, args.d_sae, args.mean_active = 128, 32, 512, 4
+        args.n_features, args.d, args.d_sae, args.mean_active = 128, 32, 512, 2
         args.steps, args.lr = 1500, 1e-2
     data = synthetic.SyntheticConfig(n_features=args.n_features, d=args.d,
                                      mean_active=args.mean_active)
@@ -62,7 +64,7 @@ def main():
     if args.only:
         cfgs = {n: cfgs[n] for n in args.only.split(",")}
     results, seconds = recover_features(cfgs, data, steps=args.steps, batch_size=args.batch,
-                                        lr=args.lr, seed=args.seed)
+                                        lr=args.lr, seed=args.seed, progress=True)
     out = {
         "data": {"n_features": args.n_features, "d": args.d, "mean_active": args.mean_active,
                  "power_law_exponent": data.power_law_exponent},

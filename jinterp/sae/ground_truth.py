@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 from jinterp.sae import synthetic
 from jinterp.sae.config import SAEConfig
@@ -40,7 +41,8 @@ class RecoveryResult:
 def recover_features(configs: Mapping[str, SAEConfig], data: synthetic.SyntheticConfig, *,
                      steps: int, batch_size: int, lr: float | Mapping[str, float],
                      seed: int = 0, steps_per_call: int = 50, threshold: float = 0.9,
-                     tcfg: TrainConfig | None = None) -> tuple[dict[str, RecoveryResult], float]:
+                     tcfg: TrainConfig | None = None, progress: bool = False
+                     ) -> tuple[dict[str, RecoveryResult], float]:
     """Trains every SAE of ``configs`` on planted-dictionary data and scores recovery.
 
     Args:
@@ -53,6 +55,7 @@ def recover_features(configs: Mapping[str, SAEConfig], data: synthetic.Synthetic
         steps_per_call: steps per compiled call.
         threshold: cosine needed for a true feature to count as recovered.
         tcfg: training options; default: Anthropic-style schedule over ``steps``.
+        progress: show a tqdm bar over the compiled chunks.
 
     Returns:
         (name -> :class:`RecoveryResult`, training seconds).
@@ -76,7 +79,8 @@ def recover_features(configs: Mapping[str, SAEConfig], data: synthetic.Synthetic
 
     loop = make_sweep_loop(plan, tcfg)
     t0 = time.perf_counter()
-    for i in range(steps // steps_per_call):
+    for i in tqdm(range(steps // steps_per_call), disable=not progress, unit="chunk",
+                  desc=f"{len(names)} SAEs x {steps_per_call} steps"):
         states, metrics = loop(states, chunk(i))
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
