@@ -82,6 +82,8 @@ def recover_features(configs: Mapping[str, SAEConfig], data: synthetic.Synthetic
     for i in tqdm(range(steps // steps_per_call), disable=not progress, unit="chunk",
                   desc=f"{len(names)} SAEs x {steps_per_call} steps"):
         states, metrics = loop(states, chunk(i))
+        if progress:  # otherwise async dispatch runs ahead and the bar ends minutes early
+            jax.block_until_ready(metrics)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
     results = {}
