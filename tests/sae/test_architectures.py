@@ -185,13 +185,20 @@ def test_batchtopk_selects_k_times_batch_and_threshold():
     assert float(jnp.abs(grads["threshold"])) == 0.0  # not trained by gradient
 
 
-def test_jumprelu_threshold_and_pseudo_gradient():
-    cfg, params = make("jumprelu", jumprelu_bandwidth=0.5, l0_coefficient=0.7)
-    x = xs(6)
+def jumprelu_numpy(params, x, eps=None):
+    """float64 numpy pieces of a JumpReLU forward: params, x, theta, pi, f and the kernel window."""
     p, xn = np_params(params), np.asarray(x, np.float64)
     theta = np.exp(p["log_threshold"])
     pre = xn @ p["W_enc"] + p["b_enc"]  # jumprelu does not subtract b_dec
     f = np.where(pre > theta, pre, 0)
+    kern = None if eps is None else (np.abs((pre - theta) / eps) < 0.5).astype(float)
+    return p, xn, theta, pre, f, kern
+
+
+def test_jumprelu_threshold_and_pseudo_gradient():
+    cfg, params = make("jumprelu", jumprelu_bandwidth=0.5, l0_coefficient=0.7)
+    x, eps = xs(6), 0.5
+    p, xn, theta, pre, f, kern = jumprelu_numpy(params, x, eps)
     np.testing.assert_allclose(encode(cfg, params, x), f, rtol=1e-5, atol=1e-6)
     x_hat = f @ p["W_dec"] + p["b_dec"]
     mse = np.mean(np.sum((xn - x_hat) ** 2, -1))
@@ -199,8 +206,7 @@ def test_jumprelu_threshold_and_pseudo_gradient():
     value, _ = loss(cfg, params, x)
     np.testing.assert_allclose(value, mse + 0.7 * l0, rtol=1e-5)
     # Hand-written STE: dL/dtheta = mean_b[ dL/df * -(theta/eps) K + lambda * -(1/eps) K ].
-    eps, n = 0.5, x.shape[0]
-    kern = (np.abs((pre - theta) / eps) < 0.5).astype(float)
+    n = x.shape[0]
     dl_df = 2 * (x_hat - xn) @ p["W_dec"].T / n
     dl_dtheta = np.sum(dl_df * -(theta / eps) * kern, 0) + 0.7 * np.sum(-(1 / eps) * kern, 0) / n
     grads = grad_of(cfg, x)(params)
@@ -212,10 +218,7 @@ def test_jumprelu_tanh_sparsity_matches_numpy():
     """Anthropic's smooth penalty lambda * mean_b sum_i tanh(c f_i): value and encoder gradient."""
     cfg, params = make("jumprelu", l0_coefficient=0.7, jumprelu_tanh_scale=4.0)
     x = xs(6)
-    p, xn = np_params(params), np.asarray(x, np.float64)
-    theta = np.exp(p["log_threshold"])
-    pre = xn @ p["W_enc"] + p["b_enc"]
-    f = np.where(pre > theta, pre, 0)
+    p, xn, theta, pre, f, _ = jumprelu_numpy(params, x)
     mse = np.mean(np.sum((xn - f @ p["W_dec"] - p["b_dec"]) ** 2, -1))
     penalty = np.mean(np.sum(np.tanh(4.0 * f), -1))
     value, metrics = loss(cfg, params, x)
@@ -233,14 +236,10 @@ def test_jumprelu_ste_to_input_matches_numpy():
     """Anthropic's variant: the STE term reaches the pre-activations (so b_enc) as well."""
     cfg, params = make("jumprelu", jumprelu_bandwidth=0.5, l0_coefficient=0.7,
                        jumprelu_ste_to_input=True)
-    x = xs(6)
-    p, xn = np_params(params), np.asarray(x, np.float64)
-    theta = np.exp(p["log_threshold"])
-    pre = xn @ p["W_enc"] + p["b_enc"]
-    f = np.where(pre > theta, pre, 0)
+    x, eps = xs(6), 0.5
+    p, xn, theta, pre, f, kern = jumprelu_numpy(params, x, eps)
     x_hat = f @ p["W_dec"] + p["b_dec"]
-    eps, n = 0.5, x.shape[0]
-    kern = (np.abs((pre - theta) / eps) < 0.5).astype(float)
+    n = x.shape[0]
     dl_df = 2 * (x_hat - xn) @ p["W_dec"].T / n
     # d/dpi: H + (theta/eps) K through the JumpReLU, (1/eps) K through the L0 step.
     dl_dpre = dl_df * ((pre > theta) + (theta / eps) * kern) + 0.7 * (1 / eps) * kern / n
@@ -259,16 +258,13 @@ def test_jumprelu_target_l0_quadratic_matches_numpy():
     target = 5.0
     cfg, params = make("jumprelu", jumprelu_bandwidth=0.5, l0_coefficient=0.7,
                        jumprelu_target_l0=target)
-    x = xs(6)
-    p, xn = np_params(params), np.asarray(x, np.float64)
-    theta = np.exp(p["log_threshold"])
-    pre = xn @ p["W_enc"] + p["b_enc"]
+    x, eps = xs(6), 0.5
+    _, _, theta, pre, _, kern = jumprelu_numpy(params, x, eps)
     l0_tok = np.sum(pre > theta, -1)
     penalty = np.mean(2 / target * (l0_tok - target) ** 2)
-    value, metrics = loss(cfg, params, x)
+    _, metrics = loss(cfg, params, x)
     np.testing.assert_allclose(metrics["l0_penalty"], penalty, rtol=1e-5)
-    eps, n = 0.5, x.shape[0]
-    kern = (np.abs((pre - theta) / eps) < 0.5).astype(float)
+    n = x.shape[0]
     dpen_dl0 = 4 / target * (l0_tok - target) / n  # [batch]
     expected = np.sum(dpen_dl0[:, None] * -(1 / eps) * kern, 0) * theta  # d/d log_threshold
     g = grad_of(cfg, x, "l0_penalty")(params)["log_threshold"]
