@@ -34,7 +34,7 @@ test: $(TESTENV)
 	exit $$rc
 
 # Speed benchmarks, each printing one JSON object. The full-size SAE ground-truth run
-# (benchmarks/bench_sae_ground_truth.py) takes hours on 2 cores and is run by hand.
+# (benchmarks/bench_sae_ground_truth.py) takes about an hour on 2 cores and is run by hand.
 BENCHES := bench_gpt2_cache bench_llama_depth bench_grokking bench_topk_decode bench_sae
 bench: $(TESTENV)
 	for b in $(BENCHES); do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
