@@ -82,13 +82,15 @@ def analyse_seed(cfg: GrokConfig, history: dict[str, Any], index: int) -> tuple[
         "measure_frequencies": measure_freqs,
         "neuron_cluster_sizes": neurons.cluster_sizes(),
         "single_frequency_neuron_fraction": neurons.single_frequency_fraction,
+        "neuron_diagnostics": neurons.diagnostics(),
         "restricted_loss_drop_step": first_step(snap_steps, measures["restricted_loss"] < DROP_THRESHOLD),
         "test_loss_drop_step": first_step(snap_steps, history["eval_test_loss"][index][
             np.searchsorted(eval_steps, snap_steps)] < DROP_THRESHOLD),
     }
     out |= {f"final_{k}": float(v[-1]) for k, v in measures.items()}
     out["checks"] = checks(out)
-    return out, curves | {"neuron_fractions": neurons.fractions, "neuron_cluster": neurons.cluster}
+    return out, curves | {"neuron_fractions": neurons.fractions, "neuron_cluster": neurons.cluster,
+                   "neuron_firing_rate": neurons.firing_rate}
 
 
 def checks(r: dict) -> dict[str, bool]:

@@ -66,16 +66,21 @@ def _jsonable(x):
 
 
 def run(cfg: GrokConfig, out_dir: str, progress: bool = True, analyse_only: bool = False) -> dict:
-    """Train/resume (unless ``analyse_only``), analyse, plot; returns the summary that was written."""
-    tic = time.perf_counter()
+    """Train/resume (unless ``analyse_only``), analyse, plot; returns the summary that was written.
+
+    ``wall_time_s`` is the training time summed over every session of the run (``timing.json``)
+    plus this analysis, so re-analysing a finished run does not report only the analysis.
+    """
     if not analyse_only:
         train(cfg, out_dir, progress=progress)
+    tic = time.perf_counter()
     history = load_history(out_dir)
     summary, curves = analyse_run(cfg, history)
     final_params = seed_params(history["snapshots"], 0)[-1]
     figures = plots.write_all(out_dir, summary, curves, final_params, cfg.p)
-    summary = {"train_wall_time_s": train_seconds(out_dir),
-               "wall_time_s": time.perf_counter() - tic, **summary,
+    analysis_s = time.perf_counter() - tic
+    summary = {"train_wall_time_s": train_seconds(out_dir), "analysis_wall_time_s": analysis_s,
+               "wall_time_s": train_seconds(out_dir) + analysis_s, **summary,
                "figures": [os.path.basename(f) for f in figures],
                "config": {k: v for k, v in vars(cfg).items()},
                "device": str(jax.devices()[0]), "cpu_count": os.cpu_count()}

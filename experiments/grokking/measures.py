@@ -68,18 +68,55 @@ def sum_squared_weights(params: Params) -> float:
     return float(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(params)))
 
 
+#: A neuron whose ReLU output is positive on more than this share of the p^2 inputs is counted as
+#: near-linear: its ReLU almost never clips, so it computes no products of a- and b-terms.
+NEAR_LINEAR_FIRING_RATE = 0.95
+
+
 @dataclasses.dataclass(frozen=True)
 class NeuronAnalysis:
-    """Final-model frequency structure: key frequencies and how clean the neurons are."""
+    """Final-model frequency structure: key frequencies and how clean the neurons are.
+
+    Besides the paper's test (> 85% of a neuron's variance in one frequency), it keeps two facts
+    per neuron that explain *which* neurons fail it: the firing rate (share of inputs where the
+    ReLU output is positive) and the output energy ``||W_out[i]||^2 Var(a_i)``, the variance a
+    neuron alone would write into the residual stream.
+    """
 
     key_freqs: list[int]
     fractions: Float[np.ndarray, "n_freq d_mlp"]  # variance share of each frequency per neuron
     cluster: Int[np.ndarray, "d_mlp"]  # frequency a neuron belongs to (0 = none)
+    firing_rate: Float[np.ndarray, "d_mlp"]  # share of the p^2 inputs with ReLU output > 0
+    output_energy: Float[np.ndarray, "d_mlp"]  # ||W_out[i]||^2 * Var(a_i) over the grid
 
     @property
     def single_frequency_fraction(self) -> float:
         """Share of all neurons with > 85% of their variance in one frequency (paper: 84.6%)."""
         return float(np.mean(self.cluster > 0))
+
+    @property
+    def near_linear(self) -> np.ndarray:
+        """Neurons firing on more than :data:`NEAR_LINEAR_FIRING_RATE` of the inputs."""
+        return self.firing_rate > NEAR_LINEAR_FIRING_RATE
+
+    def diagnostics(self) -> dict[str, float | int]:
+        """Where the neurons that fail the single-frequency test sit (JSON-ready).
+
+        ``near_linear_neurons``: how many neurons almost never clip; ``single_frequency_fraction
+        _of_clipping_neurons``: the paper's test restricted to the others; ``multi_frequency
+        _output_share``: the share of the total output energy carried by the neurons that fail.
+        """
+        single, linear = self.cluster > 0, self.near_linear
+        clipping = ~linear
+        total = float(self.output_energy.sum())
+        return {
+            "near_linear_neurons": int(linear.sum()),
+            "near_linear_single_frequency": int((linear & single).sum()),
+            "single_frequency_fraction_of_clipping_neurons":
+                float(single[clipping].mean()) if clipping.any() else 0.0,
+            "multi_frequency_output_share":
+                float(self.output_energy[~single].sum() / total) if total > 0 else 0.0,
+        }
 
     def cluster_sizes(self) -> dict[str, int]:
         counts = np.bincount(self.cluster, minlength=self.fractions.shape[0] + 1)
@@ -89,9 +126,13 @@ class NeuronAnalysis:
 def analyse_neurons(model: models.GPT2, params: Params, data: ModAddData) -> NeuronAnalysis:
     """Key frequencies of a trained model from its MLP neurons (``calculate_key_freqs``)."""
     _, acts = grid_logits_and_neurons(model, params, data)
-    fractions = fourier.neuron_frequency_fractions(acts.astype(np.float64), data.p)
+    acts = acts.astype(np.float64)
+    fractions = fourier.neuron_frequency_fractions(acts, data.p)
     keys, cluster = fourier.key_frequencies(fractions)
-    return NeuronAnalysis(key_freqs=keys, fractions=fractions, cluster=cluster)
+    W_out = np.asarray(params["blocks"]["mlp"]["W_out"][0], np.float64)  # d_mlp d_model
+    energy = np.sum(W_out**2, axis=1) * acts.var(axis=0)
+    return NeuronAnalysis(key_freqs=keys, fractions=fractions, cluster=cluster,
+                          firing_rate=np.mean(acts > 0, axis=0), output_energy=energy)
 
 
 def progress_measures(model: models.GPT2, snapshots: list[Params], data: ModAddData,

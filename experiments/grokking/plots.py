@@ -1,4 +1,4 @@
-"""PNG figures of the grokking study: loss curves with phases, Fourier spectra, progress measures."""
+"""PNG figures of the grokking study: loss curves with phases, Fourier spectra, neurons, progress measures."""
 
 from __future__ import annotations
 
@@ -65,6 +65,34 @@ def fourier_spectra(path: str, summary: dict, params, curves: dict, p: int) -> N
     plt.close(fig)
 
 
+def neuron_purity(path: str, summary: dict, curves: dict) -> None:
+    """Each neuron's best single-frequency variance share against how often its ReLU fires.
+
+    Shows which neurons fail the paper's 85% test: in our runs they are the near-linear ones
+    (firing on nearly every input), which compute no a-b products and write little output.
+    """
+    from .measures import NEAR_LINEAR_FIRING_RATE
+
+    best = curves["neuron_fractions"].max(axis=0)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    single = curves["neuron_cluster"] > 0
+    ax.scatter(curves["neuron_firing_rate"][single], best[single], s=8, color="tab:blue",
+               label=f"single frequency ({single.sum()})")
+    ax.scatter(curves["neuron_firing_rate"][~single], best[~single], s=8, color="tab:red",
+               label=f"not ({(~single).sum()})")
+    ax.axhline(0.85, color="k", ls="--", lw=1)
+    ax.axvline(NEAR_LINEAR_FIRING_RATE, color="gray", ls=":", lw=1)
+    diag = summary["neuron_diagnostics"]
+    ax.set(xlabel="firing rate (share of the p^2 inputs with ReLU output > 0)",
+           ylabel="variance share of the best frequency", xlim=(0, 1.02), ylim=(0, 1.02),
+           title=f"{summary['single_frequency_neuron_fraction']:.1%} of neurons single-frequency; "
+                 f"{diag['single_frequency_fraction_of_clipping_neurons']:.1%} of clipping ones")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def progress_measures(path: str, summary: dict, curves: dict) -> None:
     """Restricted/excluded/train/test loss, Gini of W_E and W_L, sum of squared weights."""
     steps = curves["snapshot_steps"]
@@ -102,11 +130,12 @@ def seeds_overview(path: str, per_seed: list[dict], curves: list[dict]) -> None:
 def write_all(out_dir: str, summary: dict, curves: list[dict], final_params, p: int) -> list[str]:
     """Writes every figure of the default seed (plus the seed overview) and returns the paths."""
     paths = {name: os.path.join(out_dir, f"{name}.png") for name in
-             ("loss_curves", "fourier_spectra", "progress_measures", "seeds")}
+             ("loss_curves", "fourier_spectra", "neurons", "progress_measures", "seeds")}
     loss_curves(paths["loss_curves"], summary, curves[0])
     fourier_spectra(paths["fourier_spectra"], summary, final_params, curves[0], p)
+    neuron_purity(paths["neurons"], summary, curves[0])
     progress_measures(paths["progress_measures"], summary, curves[0])
-    written = [paths["loss_curves"], paths["fourier_spectra"], paths["progress_measures"]]
+    written = [paths[k] for k in ("loss_curves", "fourier_spectra", "neurons", "progress_measures")]
     if len(curves) > 1:
         seeds_overview(paths["seeds"], summary["seeds"], curves)
         written.append(paths["seeds"])

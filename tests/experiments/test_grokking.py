@@ -178,6 +178,36 @@ def test_neuron_frequencies_and_key_frequency_rule():
     assert keys == [2, 4] and cluster.tolist() == [2, 2, 2, 4, 4, 4, 0, 0]
 
 
+def test_neuron_diagnostics_match_a_loop_over_neurons():
+    cfg = GrokConfig.fast()
+    data = make_data(cfg.p, cfg.frac_train, cfg.data_seed)
+    model = models.GPT2(cfg.model_config())
+    params = init_params(cfg, jax.random.key(1))
+    # a large positive bias keeps the first five neurons' ReLU open on every input: near-linear
+    params["blocks"]["mlp"]["b_in"] = params["blocks"]["mlp"]["b_in"].at[0, :5].set(100.0)
+    found = measures.analyse_neurons(model, params, data)
+    _, acts = measures.grid_logits_and_neurons(model, params, data)
+    W_out = np.asarray(params["blocks"]["mlp"]["W_out"][0], np.float64)
+    rate, energy = [], []
+    for i in range(cfg.d_mlp):
+        column = [float(v) for v in acts[:, i]]
+        mean = sum(column) / len(column)
+        rate.append(sum(v > 0 for v in column) / len(column))
+        energy.append(sum(w * w for w in W_out[i]) * sum((v - mean) ** 2 for v in column) / len(column))
+    assert np.allclose(found.firing_rate, rate) and np.allclose(found.output_energy, energy, rtol=1e-6)
+    linear = [r > measures.NEAR_LINEAR_FIRING_RATE for r in rate]
+    assert all(linear[:5]) and not all(linear)
+    single = [c > 0 for c in found.cluster]
+    clipping_single = [s for s, l in zip(single, linear) if not l]
+    diag = found.diagnostics()
+    assert diag["near_linear_neurons"] == sum(linear)
+    assert diag["near_linear_single_frequency"] == sum(s and l for s, l in zip(single, linear))
+    assert diag["single_frequency_fraction_of_clipping_neurons"] == pytest.approx(
+        sum(clipping_single) / len(clipping_single))
+    assert diag["multi_frequency_output_share"] == pytest.approx(
+        sum(e for e, s in zip(energy, single) if not s) / sum(energy), rel=1e-6)
+
+
 def test_gini_matches_mean_absolute_difference_form():
     x = np.random.default_rng(1).random(40)
     slow = np.abs(x[:, None] - x[None]).sum() / (2 * x.size * x.sum())
@@ -226,7 +256,10 @@ def test_cli_end_to_end_fast(tmp_path):
                 "restricted_loss_drop_step", "test_loss_drop_step"):
         assert key in summary
     assert summary["steps"] == 60 and len(summary["seeds"]) == 2
-    for name in ("loss_curves.png", "fourier_spectra.png", "progress_measures.png", "seeds.png"):
+    assert set(summary["neuron_diagnostics"]) == {"near_linear_neurons", "near_linear_single_frequency",
+                                                   "single_frequency_fraction_of_clipping_neurons",
+                                                   "multi_frequency_output_share"}
+    for name in ("loss_curves.png", "fourier_spectra.png", "neurons.png", "progress_measures.png", "seeds.png"):
         assert os.path.getsize(os.path.join(out, name)) > 1000
     history = load_history(out)
     assert history["train_loss"].shape == (2, 60) and list(history["snapshot_steps"]) == [0, 30, 60]
@@ -236,3 +269,4 @@ def test_cli_end_to_end_fast(tmp_path):
     with open(os.path.join(out, "summary.json")) as f:
         again = json.load(f)
     assert again["test_loss"] == summary["test_loss"] and again["train_wall_time_s"] == summary["train_wall_time_s"]
+    assert again["wall_time_s"] >= again["train_wall_time_s"]  # training time counts after a re-analysis
