@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="steps scanned per compiled call = checkpoint interval (default 100)")
     parser.add_argument("--snapshot-every", type=int, default=None,
                         help="keep parameters every N steps for the progress measures (default 500)")
+    parser.add_argument("--loss", choices=("answers", "all"), default=None,
+                        help="training softmax over the p answer logits ('answers') or over all p + 1, "
+                             "the '=' logit included, as the authors' code ('all'); default: "
+                             f"{'all' if GrokConfig.eq_logit_in_loss else 'answers'}")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--analyse-only", action="store_true",
                         help="skip training; analyse the history DIR holds (e.g. a run still in progress)")
@@ -50,6 +54,8 @@ def config_from_args(args: argparse.Namespace) -> GrokConfig:
     for name in ("steps", "steps_per_call", "snapshot_every"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
+    if args.loss is not None:
+        overrides["eq_logit_in_loss"] = args.loss == "all"
     return GrokConfig.fast(**overrides) if args.fast else GrokConfig(**overrides)
 
 

@@ -111,9 +111,13 @@ cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
 def loss_and_accuracy(params: Params, tokens: Int[Array, "batch 3"], labels: Int[Array, "batch"],
-                      p: int) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """Mean cross-entropy over the ``p`` answer classes and accuracy (the ``=`` logit dropped)."""
-    logits = last_logits(params, tokens)[:, :p]  # batch p
+                      n_classes: int) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Mean cross-entropy and accuracy over the first ``n_classes`` logits.
+
+    ``n_classes`` is ``p`` (the answers only) or ``p + 1`` (the ``=`` logit too, as in the
+    authors' training loss); see :attr:`GrokConfig.loss_classes`.
+    """
+    logits = last_logits(params, tokens)[:, :n_classes]  # batch n_classes
     loss = jnp.mean(cross_entropy(logits, labels))
     accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
     return loss, accuracy

@@ -81,7 +81,8 @@ def make_chunk_fn(cfg: GrokConfig):
 
     def step(state: TrainState, batch) -> tuple[TrainState, tuple[jax.Array, jax.Array]]:
         grad_fn = jax.value_and_grad(loss_and_accuracy, has_aux=True)
-        (loss, acc), grads = grad_fn(state["params"], batch["train_tokens"], batch["train_labels"], cfg.p)
+        (loss, acc), grads = grad_fn(state["params"], batch["train_tokens"], batch["train_labels"],
+                                   cfg.loss_classes)
         updates, opt_state = opt.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, (loss, acc)
@@ -89,16 +90,16 @@ def make_chunk_fn(cfg: GrokConfig):
     def chunk(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
         state, (losses, accs) = jax.lax.scan(lambda s, _: step(s, batch), state, None,
                                              length=cfg.steps_per_call)
-        return state, {"train_loss": losses, "train_acc": accs, **evaluate(state["params"], batch, cfg.p)}
+        return state, {"train_loss": losses, "train_acc": accs, **evaluate(state["params"], batch, cfg.loss_classes)}
 
     return jax.jit(jax.vmap(chunk, in_axes=(0, None)))
 
 
-def evaluate(params: Params, batch, p: int) -> dict[str, jax.Array]:
-    """Train and test loss and accuracy of one seed's parameters."""
+def evaluate(params: Params, batch, n_classes: int) -> dict[str, jax.Array]:
+    """Train and test loss and accuracy of one seed's parameters (over ``n_classes`` logits)."""
     out = {}
     for which in ("train", "test"):
-        loss, acc = loss_and_accuracy(params, batch[f"{which}_tokens"], batch[f"{which}_labels"], p)
+        loss, acc = loss_and_accuracy(params, batch[f"{which}_tokens"], batch[f"{which}_labels"], n_classes)
         out[f"eval_{which}_loss"], out[f"eval_{which}_acc"] = loss, acc
     return out
 
@@ -182,7 +183,7 @@ def train(cfg: GrokConfig, out_dir: str, *, progress: bool = True,
         state = ckpt.restore_or(state)
         start = int(state["step"][0])
         if start == 0:
-            init_eval = jax.vmap(evaluate, in_axes=(0, None, None))(state["params"], batch, cfg.p)
+            init_eval = jax.vmap(evaluate, in_axes=(0, None, None))(state["params"], batch, cfg.loss_classes)
             _write_chunk(hist(0), 0, init_eval, state["params"])
         bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step", desc="grokking")
         done, seconds = 0, _read_seconds(out_dir)

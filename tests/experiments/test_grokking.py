@@ -19,7 +19,7 @@ import models
 from experiments.grokking import cli, fourier, measures
 from experiments.grokking.config import GrokConfig
 from experiments.grokking.data import make_data, tokens
-from experiments.grokking.model import cross_entropy, init_params, last_logits
+from experiments.grokking.model import cross_entropy, init_params, last_logits, loss_and_accuracy
 from experiments.grokking.training import init_state, load_history, make_optimizer, train
 
 TINY = GrokConfig.fast(steps=40, steps_per_call=20, snapshot_every=20)
@@ -62,6 +62,25 @@ def test_last_logits_and_grads_equal_gpt2_port():
     g_port, g_fast = jax.grad(loss_port)(params), jax.grad(loss_fast)(params)
     for a, b in zip(jax.tree.leaves(g_port), jax.tree.leaves(g_fast)):
         assert jnp.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("eq_logit", [False, True])
+def test_training_loss_classes_match_a_float64_reference(eq_logit):
+    cfg = GrokConfig.fast(eq_logit_in_loss=eq_logit)
+    assert cfg.loss_classes == (cfg.p + 1 if eq_logit else cfg.p)
+    params = init_params(cfg, jax.random.key(4))
+    data = make_data(cfg.p, cfg.frac_train, cfg.data_seed)
+    a, b, y = data.split("train")
+    toks = tokens(a, b, cfg.p)
+    loss, acc = loss_and_accuracy(params, jnp.asarray(toks), jnp.asarray(y), cfg.loss_classes)
+    logits = np.asarray(models.GPT2(cfg.model_config())(params, toks)[:, -1], np.float64)
+    kept = logits if eq_logit else logits[:, :cfg.p]  # the authors' full_loss keeps the '=' logit
+    log_probs = kept - np.log(np.exp(kept - kept.max(1, keepdims=True)).sum(1, keepdims=True)) - kept.max(1, keepdims=True)
+    assert float(loss) == pytest.approx(-log_probs[np.arange(len(y)), y].mean(), rel=1e-5)
+    assert float(acc) == pytest.approx(np.mean(kept.argmax(1) == y))
+    other = GrokConfig.fast(eq_logit_in_loss=not eq_logit)
+    other_loss, _ = loss_and_accuracy(params, jnp.asarray(toks), jnp.asarray(y), other.loss_classes)
+    assert float(other_loss) != pytest.approx(float(loss), rel=1e-5)  # the '=' logit really matters
 
 
 def test_init_matches_port_layout_and_paper_scales():
