@@ -30,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory (rerun the same to resume)")
     parser.add_argument("--fast", action="store_true",
                         help="tiny smoke-test setting (p=23, small model, 400 steps; seconds)")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="train model-init seeds 0..K-1 together with vmap (default 1)")
+    parser.add_argument("--seeds", default="1",
+                        help="K: train model-init seeds 0..K-1 together with vmap (default 1); or a "
+                             "comma-separated list such as 4,5,6,7 (the first is the default seed)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 40000)")
     parser.add_argument("--steps-per-call", type=int, default=None,
                         help="steps scanned per compiled call = checkpoint interval (default 100)")
@@ -47,10 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"4"`` -> seeds 0..3; ``"4,5,6,7"`` -> those seeds."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--seeds takes a count K or a list like 4,5,6,7, got {text!r}.") from None
+    if "," not in text:
+        if values[0] < 1:
+            raise SystemExit(f"--seeds must be at least 1, got {text}.")
+        return tuple(range(values[0]))
+    if len(set(values)) != len(values) or min(values) < 0:
+        raise SystemExit(f"--seeds list must hold distinct non-negative seeds, got {text!r}.")
+    return tuple(values)
+
+
 def config_from_args(args: argparse.Namespace) -> GrokConfig:
-    if args.seeds < 1:
-        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}.")
-    overrides = {"seeds": tuple(range(args.seeds))}
+    overrides = {"seeds": parse_seeds(args.seeds)}
     for name in ("steps", "steps_per_call", "snapshot_every"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)

@@ -263,6 +263,17 @@ def test_vmapped_seeds_equal_seeds_trained_alone(tmp_path):
         assert not np.array_equal(x[1], x0[1]) or x.ndim == 2  # and really trained (biases may be 0-init)
 
 
+def test_cli_seed_and_loss_options():
+    parse = lambda *argv: cli.config_from_args(cli.build_parser().parse_args(["--out", "x", *argv]))
+    assert parse().seeds == (0,) and not parse().eq_logit_in_loss
+    assert parse("--seeds", "3").seeds == (0, 1, 2)
+    assert parse("--seeds", "4,5,7").seeds == (4, 5, 7)
+    assert parse("--loss", "all").eq_logit_in_loss and not parse("--loss", "answers").eq_logit_in_loss
+    for bad in ("0", "a", "3,3", "-1,2"):
+        with pytest.raises(SystemExit, match="--seeds"):
+            parse(f"--seeds={bad}")
+
+
 def test_cli_end_to_end_fast(tmp_path):
     out = str(tmp_path / "run")
     argv = ["--out", out, "--fast", "--steps", "60", "--steps-per-call", "30", "--snapshot-every", "30",
