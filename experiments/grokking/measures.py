@@ -102,9 +102,12 @@ class NeuronAnalysis:
     def diagnostics(self) -> dict[str, float | int]:
         """Where the neurons that fail the single-frequency test sit (JSON-ready).
 
-        ``near_linear_neurons``: how many neurons almost never clip; ``single_frequency_fraction
-        _of_clipping_neurons``: the paper's test restricted to the others; ``multi_frequency
-        _output_share``: the share of the total output energy carried by the neurons that fail.
+        Returns:
+            ``near_linear_neurons``: how many neurons almost never clip;
+            ``near_linear_single_frequency``: how many of those still pass the 85% test;
+            ``single_frequency_fraction_of_clipping_neurons``: the test on the other neurons;
+            ``multi_frequency_output_share``: share of the total output energy carried by the
+            neurons that fail it.
         """
         single, linear = self.cluster > 0, self.near_linear
         clipping = ~linear
