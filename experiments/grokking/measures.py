@@ -69,7 +69,8 @@ def sum_squared_weights(params: Params) -> float:
 
 
 #: A neuron whose ReLU output is positive on more than this share of the p^2 inputs is counted as
-#: near-linear: its ReLU almost never clips, so it computes no products of a- and b-terms.
+#: near-linear: its ReLU almost never clips, so it adds no nonlinearity of its own and only passes
+#: on the mix of frequencies already in the residual stream.
 NEAR_LINEAR_FIRING_RATE = 0.95
 
 

@@ -69,7 +69,8 @@ def neuron_purity(path: str, summary: dict, curves: dict) -> None:
     """Each neuron's best single-frequency variance share against how often its ReLU fires.
 
     Shows which neurons fail the paper's 85% test: in our runs they are the near-linear ones
-    (firing on nearly every input), which compute no a-b products and write little output.
+    (firing on nearly every input), which pass on the residual stream's mix of frequencies and
+    write little output.
     """
     from .measures import NEAR_LINEAR_FIRING_RATE
 
