@@ -90,7 +90,7 @@ def analyse_seed(cfg: GrokConfig, history: dict[str, Any], index: int) -> tuple[
     out |= {f"final_{k}": float(v[-1]) for k, v in measures.items()}
     out["checks"] = checks(out)
     return out, curves | {"neuron_fractions": neurons.fractions, "neuron_cluster": neurons.cluster,
-                   "neuron_firing_rate": neurons.firing_rate}
+                          "neuron_firing_rate": neurons.firing_rate}
 
 
 def checks(r: dict) -> dict[str, bool]:

@@ -98,9 +98,9 @@ def run(cfg: GrokConfig, out_dir: str, progress: bool = True, analyse_only: bool
     summary, curves = analyse_run(cfg, history)
     final_params = seed_params(history["snapshots"], 0)[-1]
     figures = plots.write_all(out_dir, summary, curves, final_params, cfg.p)
-    analysis_s = time.perf_counter() - tic
-    summary = {"train_wall_time_s": train_seconds(out_dir), "analysis_wall_time_s": analysis_s,
-               "wall_time_s": train_seconds(out_dir) + analysis_s, **summary,
+    analysis_s, train_s = time.perf_counter() - tic, train_seconds(out_dir)
+    summary = {"train_wall_time_s": train_s, "analysis_wall_time_s": analysis_s,
+               "wall_time_s": train_s + analysis_s, **summary,
                "figures": [os.path.basename(f) for f in figures],
                "config": {k: v for k, v in vars(cfg).items()},
                "device": str(jax.devices()[0]), "cpu_count": os.cpu_count()}

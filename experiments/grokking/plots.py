@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import fourier  # noqa: E402
+from .measures import NEAR_LINEAR_FIRING_RATE  # noqa: E402
 
 
 def _phase_lines(ax, summary: dict) -> None:
@@ -72,8 +73,6 @@ def neuron_purity(path: str, summary: dict, curves: dict) -> None:
     (firing on nearly every input), which pass on the residual stream's mix of frequencies and
     write little output.
     """
-    from .measures import NEAR_LINEAR_FIRING_RATE
-
     best = curves["neuron_fractions"].max(axis=0)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     single = curves["neuron_cluster"] > 0

@@ -90,7 +90,8 @@ def make_chunk_fn(cfg: GrokConfig):
     def chunk(state: TrainState, batch) -> tuple[TrainState, dict[str, jax.Array]]:
         state, (losses, accs) = jax.lax.scan(lambda s, _: step(s, batch), state, None,
                                              length=cfg.steps_per_call)
-        return state, {"train_loss": losses, "train_acc": accs, **evaluate(state["params"], batch, cfg.loss_classes)}
+        evals = evaluate(state["params"], batch, cfg.loss_classes)
+        return state, {"train_loss": losses, "train_acc": accs, **evals}
 
     return jax.jit(jax.vmap(chunk, in_axes=(0, None)))
 
@@ -99,7 +100,8 @@ def evaluate(params: Params, batch, n_classes: int) -> dict[str, jax.Array]:
     """Train and test loss and accuracy of one seed's parameters (over ``n_classes`` logits)."""
     out = {}
     for which in ("train", "test"):
-        loss, acc = loss_and_accuracy(params, batch[f"{which}_tokens"], batch[f"{which}_labels"], n_classes)
+        loss, acc = loss_and_accuracy(params, batch[f"{which}_tokens"], batch[f"{which}_labels"],
+                                      n_classes)
         out[f"eval_{which}_loss"], out[f"eval_{which}_acc"] = loss, acc
     return out
 
@@ -183,7 +185,8 @@ def train(cfg: GrokConfig, out_dir: str, *, progress: bool = True,
         state = ckpt.restore_or(state)
         start = int(state["step"][0])
         if start == 0:
-            init_eval = jax.vmap(evaluate, in_axes=(0, None, None))(state["params"], batch, cfg.loss_classes)
+            init_eval = jax.vmap(evaluate, in_axes=(0, None, None))(state["params"], batch,
+                                                                    cfg.loss_classes)
             _write_chunk(hist(0), 0, init_eval, state["params"])
         bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step", desc="grokking")
         done, seconds = 0, _read_seconds(out_dir)
