@@ -17,7 +17,7 @@ import numpy as np
 
 from . import plots
 from .analysis import analyse_run, seed_params
-from .config import GrokConfig
+from .config import GrokConfig, check_seeds
 from .training import load_history, train, train_seconds
 
 
@@ -58,8 +58,10 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         if values[0] < 1:
             raise SystemExit(f"--seeds must be at least 1, got {text}.")
         return tuple(range(values[0]))
-    if len(set(values)) != len(values) or min(values) < 0:
-        raise SystemExit(f"--seeds list must hold distinct non-negative seeds, got {text!r}.")
+    try:
+        check_seeds(tuple(values))
+    except ValueError as err:
+        raise SystemExit(f"--seeds {text}: {err}") from None
     return tuple(values)
 
 

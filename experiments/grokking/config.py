@@ -18,6 +18,20 @@ import dataclasses
 import models
 
 
+def check_seeds(seeds: tuple[int, ...]) -> None:
+    """Raises ValueError unless ``seeds`` are at least one distinct non-negative integer.
+
+    Shared by :class:`GrokConfig` and the CLI's ``--seeds`` (which names the flag in its error).
+    Seeds become ``jax.random.key(uint32)``, so a negative one has no key.
+    """
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, e.g. (0,).")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {tuple(seeds)}.")
+    if min(seeds) < 0:
+        raise ValueError(f"seeds must be non-negative (each seeds jax.random.key), got {tuple(seeds)}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class GrokConfig:
     """Task, model, optimiser and run-length settings.
@@ -72,10 +86,7 @@ class GrokConfig:
         if self.snapshot_every % self.steps_per_call:
             raise ValueError(f"snapshot_every ({self.snapshot_every}) must be a multiple of "
                              f"steps_per_call ({self.steps_per_call}): snapshots are taken at chunk ends.")
-        if not self.seeds:
-            raise ValueError("seeds must name at least one seed, e.g. (0,).")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct, got {self.seeds}.")
+        check_seeds(self.seeds)
 
     @property
     def d_vocab(self) -> int:
