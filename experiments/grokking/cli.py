@@ -118,5 +118,6 @@ def main(argv: list[str] | None = None) -> None:
     keys = ("steps", "train_accuracy", "test_accuracy", "test_loss", "memorization_step", "grok_step",
             "key_frequencies", "single_frequency_neuron_fraction", "restricted_loss_drop_step",
             "test_loss_drop_step", "train_wall_time_s", "wall_time_s")
+    keys += ("across_seeds",) if len(cfg.seeds) > 1 else ()
     print(json.dumps({k: _jsonable(summary[k]) for k in keys}, indent=1))
     print(f"wrote {os.path.join(args.out, 'summary.json')} and {', '.join(summary['figures'])}")

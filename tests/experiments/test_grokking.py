@@ -17,6 +17,7 @@ import pytest
 
 import models
 from experiments.grokking import cli, fourier, measures
+from experiments.grokking.analysis import across_seeds
 from experiments.grokking.config import GrokConfig
 from experiments.grokking.data import make_data, tokens
 from experiments.grokking.model import cross_entropy, init_params, last_logits, loss_and_accuracy
@@ -274,6 +275,18 @@ def test_cli_seed_and_loss_options():
             parse(f"--seeds={bad}")
 
 
+def test_across_seeds_counts_checks_and_spread():
+    fractions = [0.793, 0.895, 0.703, 0.816]
+    per_seed = [{"single_frequency_neuron_fraction": f,
+                 "checks": {"ge_80pct_single_frequency_neurons": f >= 0.8, "test_loss_lt_1e-5": True}}
+                for f in fractions]
+    spread = across_seeds(per_seed)
+    assert spread["n_seeds"] == 4
+    assert spread["single_frequency_neuron_fraction"] == {"median": pytest.approx((0.793 + 0.816) / 2),
+                                                          "min": 0.703, "max": 0.895}
+    assert spread["checks_passed"] == {"ge_80pct_single_frequency_neurons": 2, "test_loss_lt_1e-5": 4}
+
+
 def test_cli_end_to_end_fast(tmp_path):
     out = str(tmp_path / "run")
     argv = ["--out", out, "--fast", "--steps", "60", "--steps-per-call", "30", "--snapshot-every", "30",
@@ -286,6 +299,9 @@ def test_cli_end_to_end_fast(tmp_path):
                 "restricted_loss_drop_step", "test_loss_drop_step"):
         assert key in summary
     assert summary["steps"] == 60 and len(summary["seeds"]) == 2
+    assert summary["across_seeds"]["n_seeds"] == 2
+    assert summary["across_seeds"]["checks_passed"] == {
+        name: sum(s["checks"][name] for s in summary["seeds"]) for name in summary["checks"]}
     assert set(summary["neuron_diagnostics"]) == {"near_linear_neurons", "near_linear_single_frequency",
                                                    "single_frequency_fraction_of_clipping_neurons",
                                                    "multi_frequency_output_share"}
