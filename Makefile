@@ -26,7 +26,7 @@ venv: $(RUNTIME)
 
 DEMO_ARGS ?=
 demo: $(RUNTIME)
-	$(PY) -m experiments.grokking --out $(OUT)/grokking $(DEMO_ARGS)
+	$(PY) -m jinterp.experiments.grokking --out $(OUT)/grokking $(DEMO_ARGS)
 
 test: $(TESTENV)
 	@$(PY) -m pytest -q -n 2 --durations=15 tests; rc=$$?; \

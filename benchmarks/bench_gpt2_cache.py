@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 import jinterp
-import models
+from jinterp import models
 from benchmarks.common import compile_seconds, machine, process_peak_rss_mb, time_calls, xla_memory
 from jinterp.hook_points import HookPoints
 from jinterp.run import _forward

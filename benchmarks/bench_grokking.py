@@ -6,7 +6,7 @@ untied), AdamW (lr 1e-3, wd 1.0, betas 0.9/0.98) with the 10-step warm-up, 113-w
 last position.
 
 Measured, each side in its own subprocess (so peak RSS is per side):
-- ``jax_scan``: jinterp's training chunk (``experiments.grokking.training.make_chunk_fn``),
+- ``jax_scan``: jinterp's training chunk (``jinterp.experiments.grokking.training.make_chunk_fn``),
   ``steps_per_call`` steps per compiled call; per-step time = call time / steps.
 - ``jax_single``: the same step jitted alone, one step per call (host dispatch each step).
 - ``jax_port_single``: one step using the library's full ``models.GPT2`` forward (all three
@@ -63,11 +63,11 @@ def bench_jax(repeats: int, steps_per_call: int) -> dict:
     import jax.numpy as jnp
     import optax
 
-    import models
-    from experiments.grokking.config import GrokConfig
-    from experiments.grokking.data import make_data
-    from experiments.grokking.model import cross_entropy
-    from experiments.grokking.training import device_data, init_state, make_chunk_fn, make_optimizer
+    from jinterp import models
+    from jinterp.experiments.grokking.config import GrokConfig
+    from jinterp.experiments.grokking.data import make_data
+    from jinterp.experiments.grokking.model import cross_entropy
+    from jinterp.experiments.grokking.training import device_data, init_state, make_chunk_fn, make_optimizer
 
     cfg = GrokConfig(steps=steps_per_call, steps_per_call=steps_per_call)
     batch = device_data(cfg, make_data(cfg.p, cfg.frac_train, cfg.data_seed))
@@ -86,7 +86,7 @@ def bench_jax(repeats: int, steps_per_call: int) -> dict:
     opt = make_optimizer(cfg)
     model = models.GPT2(cfg.model_config())
     one = jax.tree.map(lambda x: x[0], state)
-    from experiments.grokking.model import loss_and_accuracy
+    from jinterp.experiments.grokking.model import loss_and_accuracy
 
     def make_step(loss_fn):
         @jax.jit
@@ -120,7 +120,7 @@ def bench_torch(repeats: int) -> dict:
     import torch
     from torch import nn
 
-    from experiments.grokking.data import make_data, tokens
+    from jinterp.experiments.grokking.data import make_data, tokens
 
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import numpy as np
 
-import models
+from jinterp import models
 from benchmarks.common import compile_seconds, machine, process_peak_rss_mb, time_calls, xla_memory
 from jinterp.run import _forward
 

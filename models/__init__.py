@@ -4,18 +4,18 @@
 random one with ``models.GPT2(models.GPT2Config(...))`` and ``model.init(key)``.
 """
 
-from models import gpt2_hf as _gpt2_hf
-from models.gpt2 import GPT2, GPT2Config, Norm, Positional
-from models.layers import Activation
-from models.gemma import Gemma, GemmaConfig
-from models.gemma2 import Gemma2, Gemma2Config
-from models.gemma3 import Gemma3, Gemma3Config, multimodal_params_from_hf as _gemma3_mm_params
-from models.llama import Llama, LlamaConfig
-from models.llamalike import LlamaLike, LlamaLikeConfig
-from models.llamalike_hf import params_from_hf as _llamalike_params
-from models.loading import Family, from_hf, load_pretrained, register_family
-from models.rope import Rope, RopeType
-from models.tokenizer import Tokenizer, load_tokenizer
+from jinterp.models import gpt2_hf as _gpt2_hf
+from jinterp.models.gpt2 import GPT2, GPT2Config, Norm, Positional
+from jinterp.models.layers import Activation
+from jinterp.models.gemma import Gemma, GemmaConfig
+from jinterp.models.gemma2 import Gemma2, Gemma2Config
+from jinterp.models.gemma3 import Gemma3, Gemma3Config, multimodal_params_from_hf as _gemma3_mm_params
+from jinterp.models.llama import Llama, LlamaConfig
+from jinterp.models.llamalike import LlamaLike, LlamaLikeConfig
+from jinterp.models.llamalike_hf import params_from_hf as _llamalike_params
+from jinterp.models.loading import Family, from_hf, load_pretrained, register_family
+from jinterp.models.rope import Rope, RopeType
+from jinterp.models.tokenizer import Tokenizer, load_tokenizer
 
 register_family("gpt2", Family(lambda hf: GPT2(_gpt2_hf.config_from_hf(hf)), _gpt2_hf.params_from_hf))
 for _type, _model, _config in [("llama", Llama, LlamaConfig), ("gemma", Gemma, GemmaConfig),

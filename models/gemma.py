@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
-from models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
-from models.llamalike_ops import GatedActivation
-from models.rope import Rope
+from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
+from jinterp.models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
+from jinterp.models.llamalike_ops import GatedActivation
+from jinterp.models.rope import Rope
 
 #: Released shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab).
 _PRESETS = {

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from models.gemma import gemma_activation
-from models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
-from models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
-from models.llamalike_ops import GatedActivation
-from models.rope import Rope
+from jinterp.models.gemma import gemma_activation
+from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
+from jinterp.models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
+from jinterp.models.llamalike_ops import GatedActivation
+from jinterp.models.rope import Rope
 
 #: Released shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, query_pre_attn_scalar).
 _PRESETS = {

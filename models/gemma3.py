@@ -18,12 +18,12 @@ import dataclasses
 
 import numpy as np
 
-from models.gemma import gemma_activation
-from models.gemma2 import alternating, sliding_from_hf
-from models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
-from models.llamalike_hf import check_causal, params_from_hf, shape_from_hf
-from models.llamalike_ops import GatedActivation
-from models.rope import Rope, RopeType
+from jinterp.models.gemma import gemma_activation
+from jinterp.models.gemma2 import alternating, sliding_from_hf
+from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
+from jinterp.models.llamalike_hf import check_causal, params_from_hf, shape_from_hf
+from jinterp.models.llamalike_ops import GatedActivation
+from jinterp.models.rope import Rope, RopeType
 
 #: Released text shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab, n_ctx,
 #: sliding_window, global rope, query_pre_attn_scalar).

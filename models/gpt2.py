@@ -31,7 +31,7 @@ from jaxtyping import Array, Float, Int
 
 from jinterp.hook_points import HookPoints
 from jinterp.model import HookedModel
-from models.layers import Activation, HookFn, apply_mask, causal_mask, layer_norm, softmax_f32
+from jinterp.models.layers import Activation, HookFn, apply_mask, causal_mask, layer_norm, softmax_f32
 
 
 class Norm(str, enum.Enum):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from models.gpt2 import GPT2, GPT2Config
-from models.hf_io import TensorMap, to_jax, unembedding
-from models.layers import Activation
+from jinterp.models.gpt2 import GPT2, GPT2Config
+from jinterp.models.hf_io import TensorMap, to_jax, unembedding
+from jinterp.models.layers import Activation
 
 
 def config_from_hf(hf: dict) -> GPT2Config:

@@ -3,17 +3,17 @@
 Llama is the plain member of the family: Llama RMSNorm (``w * normalised``), RoPE (optionally with
 Llama 3.1's ``llama3`` scaling or ``linear`` scaling), SwiGLU, grouped-query attention, an untied
 unembedding (tied for Llama 3.2 1B/3B) and optional attention / MLP biases. The forward is the
-shared :class:`models.llamalike.LlamaLike`.
+shared :class:`jinterp.models.llamalike.LlamaLike`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
-from models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
-from models.llamalike_ops import GatedActivation
-from models.rope import Rope, RopeType
+from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
+from jinterp.models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
+from jinterp.models.llamalike_ops import GatedActivation
+from jinterp.models.rope import Rope, RopeType
 
 _LLAMA31_ROPE = dict(type=RopeType.LLAMA3, low_freq_factor=1.0, high_freq_factor=4.0,
                      original_max_position_embeddings=8192)

@@ -51,10 +51,10 @@ from jaxtyping import Array, Float, Int
 
 from jinterp.hook_points import HookPoints
 from jinterp.model import HookedModel
-from models.layers import apply_mask, causal_mask, softmax_f32
-from models.llamalike_ops import (GatedActivation, HookFn, gated_mlp, grouped_mix, grouped_scores, rms_norm,
+from jinterp.models.layers import apply_mask, causal_mask, softmax_f32
+from jinterp.models.llamalike_ops import (GatedActivation, HookFn, gated_mlp, grouped_mix, grouped_scores, rms_norm,
                                   soft_cap)
-from models.rope import Rope, cos_sin, rotate
+from jinterp.models.rope import Rope, cos_sin, rotate
 
 
 @dataclasses.dataclass(frozen=True)

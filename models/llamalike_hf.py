@@ -32,9 +32,9 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from models.hf_io import TensorMap, to_jax, unembedding
-from models.llamalike import LlamaLikeConfig
-from models.rope import Rope
+from jinterp.models.hf_io import TensorMap, to_jax, unembedding
+from jinterp.models.llamalike import LlamaLikeConfig
+from jinterp.models.rope import Rope
 
 
 def shape_from_hf(hf: dict) -> dict:
@@ -64,7 +64,7 @@ def check_causal(hf: dict) -> None:
 
 def params_from_hf(core: LlamaLikeConfig, tensors: dict[str, np.ndarray], dtype=None,
                    strip_prefixes: tuple[str, ...] = ("model.",)) -> dict:
-    """Converts HF Llama/Gemma tensors to jinterp params (layout: :mod:`models.llamalike`)."""
+    """Converts HF Llama/Gemma tensors to jinterp params (layout: :mod:`jinterp.models.llamalike`)."""
     c = core
     t = TensorMap(tensors, strip_prefixes=strip_prefixes, ignore_suffixes=("rotary_emb.inv_freq",))
     L, D, H, K, Dh, M, V = c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.d_vocab

@@ -3,7 +3,7 @@
 Every function is pure and reports named intermediates through ``hook(point, x) -> x`` (see
 :mod:`jinterp.hook_points`). Precision follows HuggingFace, because "logits that don't match HF"
 is the complaint these ports exist to avoid: RMSNorm statistics and softmax in float32; RoPE
-angles in float32 (:mod:`models.rope`); everything else in the activation dtype.
+angles in float32 (:mod:`jinterp.models.rope`); everything else in the activation dtype.
 
 RMSNorm comes in HF's two flavours, which round differently in bfloat16:
 

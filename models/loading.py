@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from models.hf_io import read_config, read_tensors
+from jinterp.models.hf_io import read_config, read_tensors
 
 
 @dataclasses.dataclass(frozen=True)

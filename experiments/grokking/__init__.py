@@ -12,7 +12,7 @@ This study reproduces the run and the paper's Fourier progress measures that sho
 - :mod:`.measures` restricted/excluded loss and the other progress measures (via ``jinterp``)
 - :mod:`.analysis` phases and the summary; :mod:`.plots` figures; :mod:`.cli` the command
 
-Run ``python -m experiments.grokking --out DIR`` (``--fast`` for a seconds-long smoke run).
+Run ``python -m jinterp.experiments.grokking --out DIR`` (``--fast`` for a seconds-long smoke run).
 """
 
 from .analysis import analyse_run

@@ -1,4 +1,4 @@
-"""``python -m experiments.grokking --out DIR``: see :mod:`experiments.grokking.cli`."""
+"""``python -m jinterp.experiments.grokking --out DIR``: see :mod:`jinterp.experiments.grokking.cli`."""
 
 from .cli import main
 

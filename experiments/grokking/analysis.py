@@ -1,6 +1,6 @@
 """From a training directory to the study's numbers: phases, key frequencies, progress measures.
 
-:func:`analyse_run` reads ``history/`` (see :mod:`experiments.grokking.training`), analyses every
+:func:`analyse_run` reads ``history/`` (see :mod:`jinterp.experiments.grokking.training`), analyses every
 seed and returns a JSON-ready summary whose top-level fields describe the default (first) seed,
 next to the paper's numbers for the mainline seed (REFERENCES §1.2-1.3).
 """
@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-import models
+from jinterp import models
 
 from .config import GrokConfig
 from .data import make_data

@@ -1,4 +1,4 @@
-"""Command line: ``python -m experiments.grokking --out DIR [--fast] [--seeds K]``.
+"""Command line: ``python -m jinterp.experiments.grokking --out DIR [--fast] [--seeds K]``.
 
 Trains (resuming whatever ``DIR`` already holds), analyses every seed, and writes
 ``DIR/summary.json`` and PNG figures. Rerunning an interrupted command continues exactly where
@@ -23,7 +23,7 @@ from .training import load_history, train, train_seconds
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.grokking",
+        prog="python -m jinterp.experiments.grokking",
         description="Grokking modular addition (Nanda et al. 2023): train the 1-layer transformer on "
                     "(a + b) mod 113 with full-batch AdamW, then compute the Fourier progress "
                     "measures. Default: the full 40,000-step reproduction.")

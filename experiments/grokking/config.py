@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import models
+from jinterp import models
 
 
 def check_seeds(seeds: tuple[int, ...]) -> None:

@@ -7,7 +7,7 @@ Nanda et al. show that the trained model computes ``(a + b) mod p`` with a few "
 Conventions (the authors' ``make_fourier_basis``): for odd ``p`` the basis has ``p`` orthonormal
 rows ``[1, cos w_1 x, sin w_1 x, ..., cos w_K x, sin w_K x] / norm`` with ``K = (p - 1) / 2``; row
 ``2k - 1`` is ``cos k`` and row ``2k`` is ``sin k``. Grid tensors are indexed ``a * p + b``
-(:mod:`experiments.grokking.data`).
+(:mod:`jinterp.experiments.grokking.data`).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import numpy as np
 from jaxtyping import Float, Int
 
 import jinterp
-import models
+from jinterp import models
 
 from . import fourier
 from .data import ModAddData, tokens
@@ -43,7 +43,7 @@ def grid_logits_and_neurons(model: models.GPT2, params: Params, data: ModAddData
 
 
 def mean_loss(logits: Float[np.ndarray, "n p"], labels: Int[np.ndarray, "n"]) -> float:
-    """Mean high-precision cross-entropy (see :func:`experiments.grokking.model.cross_entropy`)."""
+    """Mean high-precision cross-entropy (see :func:`jinterp.experiments.grokking.model.cross_entropy`)."""
     return float(jnp.mean(cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels))))
 
 

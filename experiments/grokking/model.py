@@ -1,6 +1,6 @@
 """The grokking transformer: the paper's init, a last-position forward, a careful cross-entropy.
 
-Parameters use the :mod:`models.gpt2` pytree layout, so ``models.GPT2(cfg.model_config())``
+Parameters use the :mod:`jinterp.models.gpt2` pytree layout, so ``models.GPT2(cfg.model_config())``
 runs them and every analysis goes through the library's port (``jinterp.run_with_cache``).
 
 Training uses :func:`last_logits`, an exact specialisation of that forward to inputs

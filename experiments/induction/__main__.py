@@ -1,6 +1,6 @@
-"""``python -m experiments.induction --out DIR``: see :mod:`experiments.induction.cli`."""
+"""``python -m jinterp.experiments.induction --out DIR``: see :mod:`jinterp.experiments.induction.cli`."""
 
-from experiments.induction.cli import main
+from jinterp.experiments.induction.cli import main
 
 if __name__ == "__main__":
     main()

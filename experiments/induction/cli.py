@@ -1,4 +1,4 @@
-"""Command line: ``python -m experiments.induction --out DIR [--fast] [--steps N] [--seed S]``.
+"""Command line: ``python -m jinterp.experiments.induction --out DIR [--fast] [--steps N] [--seed S]``.
 
 Writes ``DIR/summary.json``, ``DIR/config.json``, the PNG figures and orbax checkpoints under
 ``DIR/checkpoints`` (re-running the same command after an interruption resumes exactly; a
@@ -16,13 +16,13 @@ import sys
 
 from tqdm import tqdm
 
-from experiments.induction.plots import all_figures
-from experiments.induction.study import StudyConfig, run_study
+from jinterp.experiments.induction.plots import all_figures
+from jinterp.experiments.induction.study import StudyConfig, run_study
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.induction",
+        prog="python -m jinterp.experiments.induction",
         description="Induction heads in a 2-layer attention-only transformer trained on repeated random "
                     "subsequences (phase change, per-head scores, OV copying, K-composition, patching), "
                     "with a 1-layer control.")

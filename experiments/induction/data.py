@@ -117,7 +117,7 @@ def repeated_tokens(key: jax.Array, d_vocab: int, half_len: int, batch_size: int
     """The standard probe for induction heads: ``r r`` for a random ``r`` of ``half_len`` tokens.
 
     On the second copy, the token after the current token's earlier occurrence sits exactly
-    ``half_len - 1`` positions back, which is what :func:`~experiments.induction.scores.induction_score`
+    ``half_len - 1`` positions back, which is what :func:`~jinterp.experiments.induction.scores.induction_score`
     reads off the attention pattern.
     """
     half = jax.random.randint(key, (batch_size, half_len), 0, d_vocab)

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.induction.phase import smooth  # noqa: E402
-from experiments.induction.train import METRICS  # noqa: E402
+from jinterp.experiments.induction.phase import smooth  # noqa: E402
+from jinterp.experiments.induction.train import METRICS  # noqa: E402
 
 
 def _save(fig, out_dir: str, name: str) -> str:

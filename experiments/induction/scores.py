@@ -7,7 +7,7 @@ sequence ``r`` of ``half_len`` tokens followed by itself):
   key *after* the query token's earlier occurrence, ``q - half_len + 1``;
 * previous-token score: mean attention from each query ``q >= 1`` to ``q - 1``.
 
-Weight-based scores, with the row-vector convention of :mod:`models.gpt2` (``x @ W``):
+Weight-based scores, with the row-vector convention of :mod:`jinterp.models.gpt2` (``x @ W``):
 
 * OV copying score of a head: for the full OV circuit ``M = W_E W_V W_O W_U`` (``[d_vocab,
   d_vocab]``: how attending to token ``s`` moves the logit of token ``t``), the Framework's

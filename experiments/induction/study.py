@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.induction import patching, scores
-from experiments.induction.data import DataConfig, repeated_tokens
-from experiments.induction.phase import PhaseChange, find_phase_change
-from experiments.induction.train import METRICS, TrainConfig, run_training
+from jinterp.experiments.induction import patching, scores
+from jinterp.experiments.induction.data import DataConfig, repeated_tokens
+from jinterp.experiments.induction.phase import PhaseChange, find_phase_change
+from jinterp.experiments.induction.train import METRICS, TrainConfig, run_training
 
 
 @dataclasses.dataclass(frozen=True)

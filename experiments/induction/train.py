@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Bool, Float, Int
 
-import models
-from experiments.induction.data import DataConfig, sample_batch
+from jinterp import models
+from jinterp.experiments.induction.data import DataConfig, sample_batch
 from jinterp.checkpoint import Checkpointer
 
 METRICS = ("loss", "loss_predictable", "loss_random")
@@ -39,7 +39,7 @@ class TrainConfig:
     The model shape is that of Neel Nanda's reference run (REFERENCES.md 3.4: d_model 48, 4
     heads of 12, vocab 128, no LayerNorm, learned positions). The optimiser is faster than that
     run's (lr 1e-3, weight decay 1, batch 128, context 85): lr 3e-3, weight decay 0.01, a
-    larger init and (in :class:`~experiments.induction.study.StudyConfig`) batch 32 / context 64,
+    larger init and (in :class:`~jinterp.experiments.induction.study.StudyConfig`) batch 32 / context 64,
     chosen so the phase change happens within ~1k steps on two CPU cores.
 
     Attributes:

@@ -1,4 +1,4 @@
-"""``python -m experiments.superposition --out DIR``: see :mod:`.cli`."""
+"""``python -m jinterp.experiments.superposition --out DIR``: see :mod:`.cli`."""
 
 from .cli import main
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m experiments.superposition --out DIR [--fast] [--only ...]``.
+"""Command line: ``python -m jinterp.experiments.superposition --out DIR [--fast] [--only ...]``.
 
 Runs the pentagon, the n = 2 phase diagram and the uniform-superposition study, writes one PNG per
 figure and ``summary.json`` into ``--out``. Checkpoints live in ``DIR/checkpoints/<study>``;
@@ -124,7 +124,7 @@ def run_suite(suite: Suite, out_dir: str, only=STUDIES, progress: bool = True,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m experiments.superposition",
+        prog="python -m jinterp.experiments.superposition",
         description="Reproduce Toy Models of Superposition (Elhage et al. 2022): the pentagon, "
         "the n=2, m=1 phase diagram, dimensions per feature and feature dimensionality. "
         "Rerunning with the same --out resumes from the checkpoints there.",

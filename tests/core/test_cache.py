@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jinterp
-import models
+from jinterp import models
 from helpers import SMALL, small_model, tokens
 
 B, P = 2, 10

@@ -9,7 +9,7 @@ import torch
 import transformers
 
 import jinterp
-import models
+from jinterp import models
 from jinterp import Patch, Steer
 from helpers import SMALL, small_model, tokens
 

@@ -7,7 +7,8 @@ def test_batch_sharded_forward_matches_single_device():
     out = run_on_fake_devices("""
         import jax, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-        import jinterp, models
+        import jinterp
+        from jinterp import models
         assert jax.device_count() == 8, jax.devices()
         model = models.GPT2(models.GPT2Config(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
                                               d_vocab=40, n_ctx=16))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import transformers
 
-import models
+from jinterp import models
 
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 

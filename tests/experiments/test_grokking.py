@@ -15,13 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import models
-from experiments.grokking import cli, fourier, measures
-from experiments.grokking.analysis import across_seeds
-from experiments.grokking.config import GrokConfig
-from experiments.grokking.data import make_data, tokens
-from experiments.grokking.model import cross_entropy, init_params, last_logits, loss_and_accuracy
-from experiments.grokking.training import init_state, load_history, make_optimizer, train
+from jinterp import models
+from jinterp.experiments.grokking import cli, fourier, measures
+from jinterp.experiments.grokking.analysis import across_seeds
+from jinterp.experiments.grokking.config import GrokConfig
+from jinterp.experiments.grokking.data import make_data, tokens
+from jinterp.experiments.grokking.model import cross_entropy, init_params, last_logits, loss_and_accuracy
+from jinterp.experiments.grokking.training import init_state, load_history, make_optimizer, train
 
 TINY = GrokConfig.fast(steps=40, steps_per_call=20, snapshot_every=20)
 

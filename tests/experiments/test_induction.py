@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import jinterp
-from experiments.induction import cli, data, patching, phase, scores, train
-from experiments.induction.study import StudyConfig
+from jinterp.experiments.induction import cli, data, patching, phase, scores, train
+from jinterp.experiments.induction.study import StudyConfig
 
 T = 5  # half length of the hand-built r r patterns
 

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.superposition import analysis, model, phase, training
-from experiments.superposition.cli import ANALYTIC_STEPS, Suite, main
+from jinterp.experiments.superposition import analysis, model, phase, training
+from jinterp.experiments.superposition.cli import ANALYTIC_STEPS, Suite, main
 
 # --- hand-built polytopes ----------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import transformers
 
 import jinterp
 from jinterp.names import split_name
-import models
+from jinterp import models
 
 ATOL = 1e-4
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import jinterp
-import models
+from jinterp import models
 from llamalike_parity import check_bf16, check_parity, make_hf, rms_norm_output, tokens_for
 
 GEMMA1 = dict(vocab_size=71, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,

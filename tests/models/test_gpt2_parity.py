@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import jinterp
-import models
+from jinterp import models
 from jinterp.names import split_name
 
 CONFIGS = {

@@ -9,9 +9,9 @@ import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 import jinterp
-import models
+from jinterp import models
 from llamalike_parity import check_bf16, check_parity, make_hf, tokens_for
-from models.llamalike_hf import params_from_hf
+from jinterp.models.llamalike_hf import params_from_hf
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16}

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jinterp
-import models
+from jinterp import models
 
 GEMMA3 = models.Gemma3Config(n_layers=3, d_model=32, n_heads=4, n_kv_heads=2, d_head=16, d_mlp=40, d_vocab=50,
                              sliding_window=3, local_layers=(True, False, True), n_ctx=64)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-import models
+from jinterp import models
 
 LLAMA32_ROPE = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                 "original_max_position_embeddings": 8192}

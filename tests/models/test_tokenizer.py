@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, processors, trainers
 
-import models
+from jinterp import models
 
 CORPUS = ["the cat sat on the mat", "a dog ran after the cat", "attention is all you need",
           "sparse autoencoders find features", "héllo wörld ✓"]
