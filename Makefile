@@ -29,6 +29,7 @@ demo: $(RUNTIME)
 	$(PY) -m jinterp.experiments.grokking --out $(OUT)/grokking $(DEMO_ARGS)
 
 test: $(TESTENV)
+	$(VENV)/bin/ruff check .
 	@$(PY) -m pytest -q -n 2 --durations=15 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
 	exit $$rc

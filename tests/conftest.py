@@ -16,3 +16,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TESTS = os.path.dirname(os.path.abspath(__file__))
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
+
+# Strict checks for the project's own code (see pyproject's [tool.ruff] for the linter):
+# implicit rank promotion raises, and every jaxtyping annotation in the jinterp namespace
+# (jinterp, jinterp.models, jinterp.experiments) is checked at call time by beartype. Both
+# must be set before any jinterp module is imported.
+import jax  # noqa: E402
+from jaxtyping import install_import_hook  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+_JAXTYPING_HOOK = install_import_hook("jinterp", "beartype.beartype")
