@@ -146,6 +146,52 @@ class GPT2(HookedModel):
         return tuple(points + ["hook_resid_post"])
 
     # ---------------------------------------------------------------------------------- init
+    @functools.cached_property
+    def dims(self) -> dict[str, int]:
+        """Size of every logical axis of the parameters (see :mod:`jinterp.names`).
+
+        GPT-2 attention is grouped attention with groups of one: ``n_kv_heads == n_heads``.
+        """
+        cfg = self.config
+        dims = {"layer": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+                "n_kv_heads": cfg.n_heads, "d_head": cfg.d_head, "d_vocab": cfg.d_vocab,
+                "n_ctx": cfg.n_ctx}
+        return dims if cfg.attn_only else dims | {"d_mlp": cfg.d_mlp}
+
+    def param_axes(self) -> dict:
+        """The params pytree with each array replaced by its logical axes (a tuple of names)."""
+        cfg = self.config
+        head = ("layer", "n_heads", "d_model", "d_head")
+        kv = ("layer", "n_kv_heads", "d_model", "d_head")
+        attn = {"W_Q": head, "W_K": kv, "W_V": kv, "W_O": ("layer", "n_heads", "d_head", "d_model")}
+        if cfg.attn_bias:
+            attn |= {"b_Q": ("layer", "n_heads", "d_head"), "b_K": ("layer", "n_kv_heads", "d_head"),
+                     "b_V": ("layer", "n_kv_heads", "d_head"), "b_O": ("layer", "d_model")}
+        ln = {"w": ("layer", "d_model"), "b": ("layer", "d_model")}
+        blocks: dict = {"attn": attn}
+        if cfg.normalization is Norm.LAYERNORM:
+            blocks["ln1"] = ln
+        if not cfg.attn_only:
+            blocks["mlp"] = {"W_in": ("layer", "d_model", "d_mlp"), "W_out": ("layer", "d_mlp", "d_model")}
+            if cfg.mlp_bias:
+                blocks["mlp"] |= {"b_in": ("layer", "d_mlp"), "b_out": ("layer", "d_model")}
+            if cfg.normalization is Norm.LAYERNORM:
+                blocks["ln2"] = dict(ln)
+        axes = {"embed": {"W_E": ("d_vocab", "d_model")}, "blocks": blocks}
+        if cfg.positional is Positional.LEARNED:
+            axes["pos_embed"] = {"W_pos": ("n_ctx", "d_model")}
+        if cfg.normalization is Norm.LAYERNORM:
+            axes["ln_final"] = {"w": ("d_model",), "b": ("d_model",)}
+        if not cfg.tied_embeddings:
+            axes["unembed"] = {"W_U": ("d_model", "d_vocab")}
+            if cfg.unembed_bias:
+                axes["unembed"]["b_U"] = ("d_vocab",)
+        return axes
+
+    def param_shapes(self) -> dict:
+        """The params pytree as ``jax.ShapeDtypeStruct`` leaves (nothing allocated)."""
+        return jax.eval_shape(self.init, jax.random.key(0))
+
     def init(self, key: jax.Array) -> dict:
         """Random parameters: normal(0, init_range) weights, zero biases, unit norm weights.
 

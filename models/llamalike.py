@@ -214,24 +214,45 @@ class LlamaLike(HookedModel):
         return tuple(points)
 
     # ---------------------------------------------------------------------------------- init
-    def param_shapes(self) -> dict:
-        """The params pytree as nested dicts of shapes (see the module docstring)."""
+    @functools.cached_property
+    def dims(self) -> dict[str, int]:
+        """Size of every logical axis of the parameters (see :mod:`jinterp.names`)."""
         c = self.core
-        L, D, H, K, Dh, M, V = c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.d_vocab
-        attn = {"W_Q": (L, H, D, Dh), "W_K": (L, K, D, Dh), "W_V": (L, K, D, Dh), "W_O": (L, H, Dh, D)}
+        return {"layer": c.n_layers, "d_model": c.d_model, "n_heads": c.n_heads,
+                "n_kv_heads": c.n_kv_heads, "d_head": c.d_head, "d_mlp": c.d_mlp,
+                "d_vocab": c.d_vocab}
+
+    def param_axes(self) -> dict:
+        """The params pytree with each array replaced by its logical axes (a tuple of names).
+
+        One table (:mod:`jinterp.sharding`) maps these names to mesh axes; ``init`` reads the
+        shapes from here, so the layout is written once.
+        """
+        c = self.core
+        head = ("layer", "n_heads", "d_model", "d_head")
+        kv = ("layer", "n_kv_heads", "d_model", "d_head")
+        attn = {"W_Q": head, "W_K": kv, "W_V": kv, "W_O": ("layer", "n_heads", "d_head", "d_model")}
         if c.attn_bias:
-            attn |= {"b_Q": (L, H, Dh), "b_K": (L, K, Dh), "b_V": (L, K, Dh), "b_O": (L, D)}
+            attn |= {"b_Q": ("layer", "n_heads", "d_head"), "b_K": ("layer", "n_kv_heads", "d_head"),
+                     "b_V": ("layer", "n_kv_heads", "d_head"), "b_O": ("layer", "d_model")}
         if c.qk_norm:
-            attn |= {"q_norm": {"w": (L, Dh)}, "k_norm": {"w": (L, Dh)}}
-        mlp = {"W_gate": (L, D, M), "W_in": (L, D, M), "W_out": (L, M, D)}
+            attn |= {"q_norm": {"w": ("layer", "d_head")}, "k_norm": {"w": ("layer", "d_head")}}
+        up = ("layer", "d_model", "d_mlp")
+        mlp = {"W_gate": up, "W_in": up, "W_out": ("layer", "d_mlp", "d_model")}
         if c.mlp_bias:
-            mlp |= {"b_gate": (L, M), "b_in": (L, M), "b_out": (L, D)}
+            mlp |= {"b_gate": ("layer", "d_mlp"), "b_in": ("layer", "d_mlp"),
+                    "b_out": ("layer", "d_model")}
         norms = ("ln1", "ln2", "ln1_post", "ln2_post") if c.post_norms else ("ln1", "ln2")
-        blocks = {"attn": attn, "mlp": mlp, **{n: {"w": (L, D)} for n in norms}}
-        shapes = {"embed": {"W_E": (V, D)}, "blocks": blocks, "ln_final": {"w": (D,)}}
+        blocks = {"attn": attn, "mlp": mlp, **{n: {"w": ("layer", "d_model")} for n in norms}}
+        axes = {"embed": {"W_E": ("d_vocab", "d_model")}, "blocks": blocks,
+                "ln_final": {"w": ("d_model",)}}
         if not c.tied_embeddings:
-            shapes["unembed"] = {"W_U": (D, V)}
-        return shapes
+            axes["unembed"] = {"W_U": ("d_model", "d_vocab")}
+        return axes
+
+    def param_shapes(self) -> dict:
+        """The params pytree as ``jax.ShapeDtypeStruct`` leaves (nothing allocated)."""
+        return jax.eval_shape(self.init, jax.random.key(0))
 
     def init(self, key: jax.Array) -> dict:
         """Random params: normal(0, init_range) matrices, zero biases, identity norm scales.
@@ -244,9 +265,10 @@ class LlamaLike(HookedModel):
     def _init(self, key: jax.Array) -> dict:
         c = self.core
         dtype = jnp.dtype(c.dtype)
-        is_shape = lambda x: isinstance(x, tuple)
-        shapes = self.param_shapes()
-        leaves, treedef = jax.tree.flatten_with_path(shapes, is_leaf=is_shape)
+        is_axes = lambda x: isinstance(x, tuple)
+        shapes = jax.tree.map(lambda axes: tuple(self.dims[a] for a in axes), self.param_axes(),
+                              is_leaf=is_axes)
+        leaves, treedef = jax.tree.flatten_with_path(shapes, is_leaf=is_axes)
         keys = jax.random.split(key, len(leaves))
 
         def make(path, shape, k):
