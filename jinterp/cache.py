@@ -1,21 +1,20 @@
 """The activation cache: a read-only mapping from activation names to arrays, and a pytree.
 
-It is what ``run_with_cache`` returns. Being a pytree means a jitted function can return it,
-``jax.tree.map`` applies per activation, and it can be saved like any other pytree. Each leaf is
-one named activation (never a stacked ``[layer, ...]`` array), so ``jax.tree.map(lambda a: a[0],
-cache)`` takes the first batch element everywhere, as a reader expects. ``stack`` gives the
-layer-stacked view when you want it.
+It is what ``run_with_cache`` returns (and ``grad_cache``'s gradients). One representation:
+activations outside the blocks by name, block activations stacked per point as the layer loop
+produced them (``stacked={point: (array [n_captured, ...], layers)}``); ``cache[name]`` is a
+view that indexes the stack, and ``cache.stack(point)`` is the stack itself, no copy.
 
-Internally, block activations may stay grouped by point as the forward produced them
-(``stacked={point: (array or per-layer tuple, layers)}``); ``cache[name]`` indexes on access. That keeps the jitted
-forward to one output per point (compile time flat in depth) and avoids copying every layer out
-of its stack.
+As a pytree its leaves are *per name*, so ``jax.tree.map(lambda a: a.mean(0), cache)`` means
+"mean over the batch" for every activation, as a reader expects (a leaf per stacked point would
+silently average over layers instead); unflattening restacks them. Inside a jitted function
+this is free; outside, ``jax.tree.map`` over a cache copies once per activation, as any
+``tree.map`` does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Iterator
+from collections.abc import Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -35,27 +34,40 @@ class ActivationCache(Mapping):
     """
 
     def __init__(self, activations: Mapping[str, Array] | None = None, *,
-                 stacked: Mapping[str, tuple[Array, tuple[int, ...]]] | None = None,
+                 stacked: Mapping[str, tuple[object, tuple[int, ...]]] | None = None,
                  order: list[str] | None = None):
-        self._acts = dict(activations or {})
-        self._stacked = dict(stacked or {})
+        top: dict[str, Array] = {}
+        loose: dict[str, dict[int, Array]] = {}
+        for name, value in (activations or {}).items():
+            layer, point = split_name(name)
+            if layer is None:
+                top[name] = value
+            else:
+                loose.setdefault(point, {})[layer] = value
+        self._top = top
+        self._stacked: dict[str, tuple[object, tuple[int, ...]]] = dict(stacked or {})
+        for point, by_layer in loose.items():
+            if point in self._stacked:
+                raise ValueError(f"{point!r} is given both stacked and by name")
+            layers = tuple(sorted(by_layer))
+            self._stacked[point] = (_restack([by_layer[l] for l in layers]), layers)
         self._where = {block_name(l, p): (p, i) for p, (_, layers) in self._stacked.items()
                        for i, l in enumerate(layers)}
-        names = [*self._acts, *self._where]
+        names = [*self._top, *self._where]
         self._order = list(order) if order is not None else names
         if sorted(self._order) != sorted(names):
             raise ValueError("order must list exactly the cached names")
 
     def __getitem__(self, name: str) -> Array:
-        if name in self._acts:
-            return self._acts[name]
+        if name in self._top:
+            return self._top[name]
         if name in self._where:
             point, i = self._where[name]
             return self._stacked[point][0][i]
         raise unknown_name_error(name, self._order)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._acts or name in self._where
+        return name in self._top or name in self._where
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._order)
@@ -70,17 +82,17 @@ class ActivationCache(Mapping):
 
     def layers(self, point: str) -> list[int]:
         """The layers at which block point ``point`` (e.g. ``'attn.hook_z'``) was captured."""
-        return sorted(l for l, p in map(split_name, self._order) if p == point and l is not None)
+        return list(self._stacked[point][1]) if point in self._stacked else []
 
     def stack(self, point: str) -> Array:
-        """The activations of block point ``point`` stacked over captured layers: ``[layer, ...]``."""
-        layers = self.layers(point)
-        if not layers:
+        """Block point ``point``'s activations over its captured layers: ``[layer, ...]``.
+
+        No copy: this is the array the layer loop produced. :meth:`layers` says which layers.
+        """
+        if point not in self._stacked:
             raise KeyError(f"No layer of {point!r} was captured; captured: {self._order[:8]}...")
-        if point in self._stacked and list(self._stacked[point][1]) == layers:
-            values = self._stacked[point][0]
-            return jnp.stack(values) if isinstance(values, (tuple, list)) else values
-        return jnp.stack([self[block_name(l, point)] for l in layers])
+        values = self._stacked[point][0]
+        return jnp.stack(values) if isinstance(values, tuple) else values
 
     def to_dict(self) -> dict[str, Array]:
         """A plain ``dict`` of every cached activation, in forward order."""
@@ -92,5 +104,16 @@ class ActivationCache(Mapping):
         return children, keys
 
     @classmethod
-    def tree_unflatten(cls, keys, children) -> "ActivationCache":
-        return cls(dict(zip(keys, children)))
+    def tree_unflatten(cls, keys, children) -> ActivationCache:
+        return cls(dict(zip(keys, children)), order=list(keys))
+
+
+def _restack(values: list) -> object:
+    """Stack arrays of one shape; anything else (placeholders JAX uses) stays a tuple."""
+    if all(isinstance(v, (jax.Array, jax.core.Tracer)) or hasattr(v, "__array__")
+           for v in values):
+        shapes = {tuple(getattr(v, "shape", ())) for v in values}
+        dtypes = {str(getattr(v, "dtype", "")) for v in values}
+        if len(shapes) == 1 and len(dtypes) == 1:
+            return jnp.stack(values)
+    return tuple(values)

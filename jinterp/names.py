@@ -1,29 +1,40 @@
 """Activation names and the axis vocabulary, declared once.
 
-Axis names (used verbatim in jaxtyping annotations, docs and sharding rules)::
+Axis names, used verbatim in jaxtyping annotations, docs, parameter axes and sharding rules::
 
-    batch pos d_model n_heads n_kv_heads d_head d_mlp d_vocab layer q_pos k_pos d_sae
+    batch     examples in a batch                 layer     blocks (leading axis of stacks)
+    pos       token positions                     q_pos     query positions (= pos)
+    k_pos     key positions (= pos)               d_model   residual stream width
+    n_heads   query heads                         n_kv_heads key/value heads (GQA; = n_heads
+    d_head    width of one head                             for multi-head attention)
+    d_mlp     MLP hidden width                    d_vocab   vocabulary size
+    n_ctx     longest context (learned positions) half      d_head // 2 (RoPE frequencies)
+    d_sae     dictionary latents (SAEs)           d_in / d_target  SAE input / output width
+    n_experts switch-SAE experts                  1         a kept axis of size one (norm scales)
 
 Activation names follow TransformerLens, so notebooks and SAELens ``hook_name`` strings port
 unchanged. A *full name* is what users write (``blocks.3.attn.hook_z``); its *point* is the
-name inside a block (``attn.hook_z``) plus the layer index, or the whole name for points outside
-the blocks (``hook_embed``, ``ln_final.hook_scale``).
+name inside a block (``attn.hook_z``) plus the layer index, or the whole name for points
+outside the blocks (``hook_embed``, ``ln_final.hook_scale``).
 
 Every point has an axes tuple. Interventions use it to find the position and head axes of an
 activation, so one ``Patch(pos=..., head=...)`` works on residuals, per-head values and
-attention patterns alike.
+attention patterns alike; sharding uses it to lay captured activations out on a mesh. The
+tables below are TransformerLens's standard rows; a port declares the points it has (a subset
+of these, in forward order, plus any of its own with their axes) without editing this module.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 Axes = tuple[str, ...]
 
-AXES_VOCABULARY = (
-    "batch pos d_model n_heads n_kv_heads d_head d_mlp d_vocab layer q_pos k_pos d_sae"
+AXES = (
+    "batch pos q_pos k_pos layer d_model n_heads n_kv_heads d_head d_mlp d_vocab n_ctx half "
+    "d_sae d_in d_target n_experts 1"
 ).split()
 
 _RESID: Axes = ("batch", "pos", "d_model")
@@ -33,7 +44,7 @@ _KV: Axes = ("batch", "pos", "n_kv_heads", "d_head")
 _PATTERN: Axes = ("batch", "n_heads", "q_pos", "k_pos")
 _MLP: Axes = ("batch", "pos", "d_mlp")
 
-#: Points outside the blocks, in forward order.
+#: Standard points outside the blocks, in forward order.
 TOP_POINTS: dict[str, Axes] = {
     "hook_embed": _RESID,
     "hook_pos_embed": _RESID,
@@ -41,8 +52,7 @@ TOP_POINTS: dict[str, Axes] = {
     "ln_final.hook_normalized": _RESID,
 }
 
-#: Points inside every block (prefix ``blocks.{layer}.``), the union over supported families.
-#: A model declares the subset it has, in forward order (see ``HookedModel.block_points``).
+#: Standard points inside a block (prefix ``blocks.{layer}.``), the union over the families.
 BLOCK_POINTS: dict[str, Axes] = {
     "hook_resid_pre": _RESID,
     "ln1.hook_scale": _SCALE,
@@ -78,8 +88,13 @@ BLOCK_POINTS: dict[str, Axes] = {
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
+def standard(points: Iterable[str], table: Mapping[str, Axes]) -> dict[str, Axes]:
+    """``{point: axes}`` for standard point names, in the given (forward) order."""
+    return {p: table[p] for p in points}
+
+
 def split_name(name: str) -> tuple[int | None, str]:
-    """``'blocks.3.attn.hook_z'`` -> ``(3, 'attn.hook_z')``; ``'hook_embed'`` -> ``(None, 'hook_embed')``."""
+    """``'blocks.3.attn.hook_z'`` -> ``(3, 'attn.hook_z')``; ``'hook_embed'`` -> ``(None, ...)``."""
     match = _BLOCK_RE.match(name)
     if match:
         return int(match.group(1)), match.group(2)
@@ -91,13 +106,9 @@ def block_name(layer: int, point: str) -> str:
     return f"blocks.{layer}.{point}"
 
 
-def all_names(n_layers: int, top_points: Iterable[str], block_points: Iterable[str]) -> list[str]:
-    """Every full name of a model, in forward order (embeddings, blocks by layer, final norm)."""
-    top = list(top_points)
-    embeds = [p for p in top if not p.startswith("ln_final")]
-    final = [p for p in top if p.startswith("ln_final")]
-    blocks = [block_name(l, p) for l in range(n_layers) for p in block_points]
-    return embeds + blocks + final
+def shape_of(axes: Axes, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    """The shape of an array with logical ``axes`` given each axis's size (``1`` is 1)."""
+    return tuple(1 if a == "1" else sizes[a] for a in axes)
 
 
 def unknown_name_error(name: str, valid: Iterable[str]) -> KeyError:
@@ -114,30 +125,17 @@ def unknown_name_error(name: str, valid: Iterable[str]) -> KeyError:
 NameSelector = None | str | Iterable[str] | Callable[[str], bool]
 
 
-def resolve_names(selector: NameSelector, valid: list[str]) -> frozenset[str]:
-    """Turns ``None`` (all), a name, an iterable of names or a predicate into a set of names.
+def resolve_names(selector: NameSelector, valid: list[str]) -> list[str]:
+    """Turns a name, an iterable of names or a predicate into names, in forward order.
 
     Raises:
         KeyError: for a name the model does not have, listing the closest valid names.
     """
-    if selector is None:
-        return frozenset(valid)
     if callable(selector):
-        return frozenset(n for n in valid if selector(n))
-    if isinstance(selector, str):
-        selector = [selector]
+        return [n for n in valid if selector(n)]
+    chosen = {selector} if isinstance(selector, str) else set(selector)
     valid_set = set(valid)
-    chosen = []
-    for name in selector:
+    for name in chosen:
         if name not in valid_set:
             raise unknown_name_error(name, valid)
-        chosen.append(name)
-    return frozenset(chosen)
-
-
-def check_names(names: Mapping[str, object] | Iterable[str], valid: list[str]) -> None:
-    """Raises a helpful KeyError if any of ``names`` is not a valid activation name."""
-    valid_set = set(valid)
-    for name in names:
-        if name not in valid_set:
-            raise unknown_name_error(name, valid)
+    return [n for n in valid if n in chosen]

@@ -13,7 +13,7 @@ import dataclasses
 
 from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
 from jinterp.models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
-from jinterp.models.llamalike_ops import GatedActivation
+from jinterp.models.layers import Activation
 from jinterp.models.rope import Rope
 
 #: Released shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab).
@@ -23,9 +23,9 @@ _PRESETS = {
 }
 
 
-def gemma_activation(hf: dict, key: str) -> GatedActivation:
+def gemma_activation(hf: dict, key: str) -> Activation:
     """Gemma's MLP activation; the legacy ``"gelu"`` means the tanh approximation (HF's rule)."""
-    return GatedActivation.from_hf(hf.get(key) or "gelu_pytorch_tanh", gelu_means_tanh=True)
+    return Activation.from_hf(hf.get(key) or "gelu_pytorch_tanh", gelu_means_tanh=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class GemmaConfig(DecoderShape):
     n_ctx: int | None = 8192
     rope: Rope = Rope()
     rms_eps: float = 1e-6
-    activation: GatedActivation = GatedActivation.GELU_TANH
+    activation: Activation | str = Activation.GELU_TANH
     attn_bias: bool = False
     init_range: float = 0.02
     dtype: str = "float32"

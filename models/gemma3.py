@@ -22,7 +22,7 @@ from jinterp.models.gemma import gemma_activation
 from jinterp.models.gemma2 import alternating, sliding_from_hf
 from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
 from jinterp.models.llamalike_hf import check_causal, params_from_hf, shape_from_hf
-from jinterp.models.llamalike_ops import GatedActivation
+from jinterp.models.layers import Activation
 from jinterp.models.rope import Rope, RopeType
 
 #: Released text shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab, n_ctx,
@@ -59,7 +59,7 @@ class Gemma3Config(DecoderShape):
     sliding_window: int | None = 4096
     local_layers: tuple[bool, ...] | None = None
     rms_eps: float = 1e-6
-    activation: GatedActivation = GatedActivation.GELU_TANH
+    activation: Activation | str = Activation.GELU_TANH
     attn_bias: bool = False
     init_range: float = 0.02
     dtype: str = "float32"

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jinterp.hook_points import HookPoints
 from jinterp.model import HookedModel
-from jinterp.models.layers import Activation, HookFn, apply_mask, causal_mask, layer_norm, softmax_f32
+from jinterp.models.layers import Activation, attention, causal_mask, layer_norm, mlp
+from jinterp.names import BLOCK_POINTS, TOP_POINTS, Axes, standard
 
 
 class Norm(str, enum.Enum):
@@ -61,9 +61,9 @@ class GPT2Config:
     d_mlp: int | None = 3072
     d_vocab: int = 50257
     n_ctx: int = 1024
-    activation: Activation = Activation.GELU_NEW
-    normalization: Norm = Norm.LAYERNORM
-    positional: Positional = Positional.LEARNED
+    activation: Activation | str = Activation.GELU_TANH
+    normalization: Norm | str = Norm.LAYERNORM
+    positional: Positional | str = Positional.LEARNED
     tied_embeddings: bool = True
     attn_bias: bool = True
     mlp_bias: bool = True
@@ -107,13 +107,17 @@ class GPT2Config:
 
 @dataclasses.dataclass(frozen=True)
 class GPT2(HookedModel):
-    """The GPT-2 port: ``model.forward(params, tokens, points)``; use via ``jinterp.run_with_*``."""
+    """The GPT-2 port; run it with ``model(params, tokens)`` or ``jinterp.run_with_*``."""
 
     config: GPT2Config
 
     @property
     def n_layers(self) -> int:
         return self.config.n_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.config.d_model
 
     @property
     def d_vocab(self) -> int:
@@ -124,17 +128,17 @@ class GPT2(HookedModel):
         return self.config.n_ctx if self.config.positional is Positional.LEARNED else None
 
     @functools.cached_property
-    def top_points(self) -> tuple[str, ...]:
+    def top_point_axes(self) -> dict[str, Axes]:
         cfg = self.config
         points = ["hook_embed"]
         if cfg.positional is Positional.LEARNED:
             points.append("hook_pos_embed")
         if cfg.normalization is Norm.LAYERNORM:
             points += ["ln_final.hook_scale", "ln_final.hook_normalized"]
-        return tuple(points)
+        return standard(points, TOP_POINTS)
 
     @functools.cached_property
-    def block_points(self) -> tuple[str, ...]:
+    def block_point_axes(self) -> dict[str, Axes]:
         cfg = self.config
         ln = cfg.normalization is Norm.LAYERNORM
         points = ["hook_resid_pre"] + (["ln1.hook_scale", "ln1.hook_normalized"] if ln else [])
@@ -143,12 +147,12 @@ class GPT2(HookedModel):
         if not cfg.attn_only:
             points += ["hook_resid_mid"] + (["ln2.hook_scale", "ln2.hook_normalized"] if ln else [])
             points += ["mlp.hook_pre", "mlp.hook_post", "hook_mlp_out"]
-        return tuple(points + ["hook_resid_post"])
+        return standard(points + ["hook_resid_post"], BLOCK_POINTS)
 
-    # ---------------------------------------------------------------------------------- init
+    # ---------------------------------------------------------------------------- params
     @functools.cached_property
     def dims(self) -> dict[str, int]:
-        """Size of every logical axis of the parameters (see :mod:`jinterp.names`).
+        """Size of every logical axis (see :mod:`jinterp.names`).
 
         GPT-2 attention is grouped attention with groups of one: ``n_kv_heads == n_heads``.
         """
@@ -172,7 +176,8 @@ class GPT2(HookedModel):
         if cfg.normalization is Norm.LAYERNORM:
             blocks["ln1"] = ln
         if not cfg.attn_only:
-            blocks["mlp"] = {"W_in": ("layer", "d_model", "d_mlp"), "W_out": ("layer", "d_mlp", "d_model")}
+            blocks["mlp"] = {"W_in": ("layer", "d_model", "d_mlp"),
+                             "W_out": ("layer", "d_mlp", "d_model")}
             if cfg.mlp_bias:
                 blocks["mlp"] |= {"b_in": ("layer", "d_mlp"), "b_out": ("layer", "d_model")}
             if cfg.normalization is Norm.LAYERNORM:
@@ -188,118 +193,94 @@ class GPT2(HookedModel):
                 axes["unembed"]["b_U"] = ("d_vocab",)
         return axes
 
-    def param_shapes(self) -> dict:
-        """The params pytree as ``jax.ShapeDtypeStruct`` leaves (nothing allocated)."""
-        return jax.eval_shape(self.init, jax.random.key(0))
-
     def init(self, key: jax.Array) -> dict:
-        """Random parameters: normal(0, init_range) weights, zero biases, unit norm weights.
+        """Random parameters: normal(0, init_range) matrices, zero biases, unit norm weights.
 
-        Jitted, so building a model costs one compile instead of one dispatch per tensor.
+        Shapes come from :meth:`param_axes`. Jitted, so building a model costs one compile
+        instead of one dispatch per tensor.
         """
         return _jit_init(self, key)
 
     def _init(self, key: jax.Array) -> dict:
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
-        L, D, H, Dh, V = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_vocab
         keys = iter(jax.random.split(key, 16))
+        paths = {jax.tree_util.keystr(path, simple=True, separator="."): axes for path, axes
+                 in jax.tree_util.tree_flatten_with_path(self.param_axes(), is_leaf=_is_axes)[0]}
+        drawn = {name: cfg.init_range * jax.random.normal(next(keys), self._shape(paths[name]))
+                 for name in _DRAW_ORDER if name in paths}
 
-        def normal(*shape):
-            return (cfg.init_range * jax.random.normal(next(keys), shape)).astype(dtype)
+        def make(path, axes):
+            name = jax.tree_util.keystr(path, simple=True, separator=".")
+            leaf = name.rsplit(".", 1)[-1]
+            if name in drawn:
+                return drawn[name].astype(dtype)
+            fill = 1.0 if leaf == "w" else 0.0  # norm weights 1, biases 0
+            return jnp.full(self._shape(axes), fill, dtype)
 
-        zeros = lambda *shape: jnp.zeros(shape, dtype)
-        ones = lambda *shape: jnp.ones(shape, dtype)
-        attn = {"W_Q": normal(L, H, D, Dh), "W_K": normal(L, H, D, Dh), "W_V": normal(L, H, D, Dh),
-                "W_O": normal(L, H, Dh, D)}
-        if cfg.attn_bias:
-            attn |= {"b_Q": zeros(L, H, Dh), "b_K": zeros(L, H, Dh), "b_V": zeros(L, H, Dh), "b_O": zeros(L, D)}
-        blocks: dict = {"attn": attn}
-        if cfg.normalization is Norm.LAYERNORM:
-            blocks["ln1"] = {"w": ones(L, D), "b": zeros(L, D)}
-        if not cfg.attn_only:
-            blocks["mlp"] = {"W_in": normal(L, D, cfg.d_mlp), "W_out": normal(L, cfg.d_mlp, D)}
-            if cfg.mlp_bias:
-                blocks["mlp"] |= {"b_in": zeros(L, cfg.d_mlp), "b_out": zeros(L, D)}
-            if cfg.normalization is Norm.LAYERNORM:
-                blocks["ln2"] = {"w": ones(L, D), "b": zeros(L, D)}
-        params = {"embed": {"W_E": normal(V, D)}, "blocks": blocks}
-        if cfg.positional is Positional.LEARNED:
-            params["pos_embed"] = {"W_pos": normal(cfg.n_ctx, D)}
-        if cfg.normalization is Norm.LAYERNORM:
-            params["ln_final"] = {"w": ones(D), "b": zeros(D)}
-        if not cfg.tied_embeddings:
-            params["unembed"] = {"W_U": normal(D, V)}
-            if cfg.unembed_bias:
-                params["unembed"]["b_U"] = zeros(V)
-        return params
+        return jax.tree_util.tree_map_with_path(make, self.param_axes(), is_leaf=_is_axes)
 
-    # ------------------------------------------------------------------------------- forward
-    def forward(self, params: dict, tokens: Int[Array, "batch pos"],
-                points: HookPoints) -> Float[Array, "batch pos d_vocab"]:
+    def _shape(self, axes: tuple[str, ...]) -> tuple[int, ...]:
+        return tuple(self.dims[a] for a in axes)
+
+    # ---------------------------------------------------------------------------- forward
+    def embed(self, params: dict, tokens: Int[Array, "batch pos"],
+              hook) -> Float[Array, "batch pos d_model"]:
+        resid = hook("hook_embed", params["embed"]["W_E"][tokens])  # batch pos d_model
+        if self.config.positional is Positional.LEARNED:
+            pos = params["pos_embed"]["W_pos"][: tokens.shape[1]]  # pos d_model
+            resid = resid + hook("hook_pos_embed", jnp.broadcast_to(pos[None], resid.shape))
+        return resid
+
+    def layer_inputs(self, params: dict) -> dict:
+        """Stacked block weights and each layer's attention scale (``1 / sqrt(d_head)``, and
+        ``/ (layer + 1)`` with ``scale_attn_by_inverse_layer_idx``)."""
         cfg = self.config
-        n_pos = tokens.shape[1]
-        resid = points("hook_embed", params["embed"]["W_E"][tokens])  # batch pos d_model
-        if cfg.positional is Positional.LEARNED:
-            pos = jnp.broadcast_to(params["pos_embed"]["W_pos"][:n_pos], resid.shape)
-            resid = resid + points("hook_pos_embed", pos)
-        layer = jnp.arange(cfg.n_layers, dtype=jnp.float32)
-        attn_scale = jnp.full((cfg.n_layers,), 1.0 / math.sqrt(cfg.d_head))  # layer
+        scale = jnp.full((cfg.n_layers,), 1.0 / math.sqrt(cfg.d_head))  # layer
         if cfg.attn_scale_by_layer:
-            attn_scale = attn_scale / (layer + 1)
-        block = functools.partial(self._block, mask=causal_mask(n_pos, n_pos),
-                                  want_result=points.wants("attn.hook_result"))
-        resid = points.scan(block, resid, (params["blocks"], attn_scale))
-        if cfg.normalization is Norm.LAYERNORM:
-            resid = layer_norm(resid, params["ln_final"]["w"], params["ln_final"]["b"], cfg.ln_eps,
-                               "ln_final", points)
-        if cfg.tied_embeddings:
-            return jnp.einsum("bpd,vd->bpv", resid, params["embed"]["W_E"])  # batch pos d_vocab
-        logits = resid @ params["unembed"]["W_U"]  # batch pos d_vocab
-        return logits + params["unembed"]["b_U"] if cfg.unembed_bias else logits
+            scale = scale / (jnp.arange(cfg.n_layers, dtype=jnp.float32) + 1)
+        return {"params": params["blocks"], "attn_scale": scale}
 
-    def _block(self, resid: Float[Array, "batch pos d_model"], layer_inputs, hook: HookFn, *,
-               mask, want_result: bool) -> Float[Array, "batch pos d_model"]:
+    def block(self, resid: Float[Array, "batch pos d_model"], layer_inputs: dict,
+              hook) -> Float[Array, "batch pos d_model"]:
         cfg = self.config
-        p, attn_scale = layer_inputs
+        p = layer_inputs["params"]
+        n_pos = resid.shape[1]
         resid_pre = hook("hook_resid_pre", resid)
         attn_in = self._norm(p.get("ln1"), resid_pre, "ln1", hook)
-        attn_out = hook("hook_attn_out", self._attention(p["attn"], attn_in, attn_scale, mask, hook, want_result))
+        attn_out = attention(p["attn"], attn_in, hook, scale=layer_inputs["attn_scale"],
+                             mask=causal_mask(n_pos, n_pos))
+        attn_out = hook("hook_attn_out", attn_out)
         if cfg.attn_only:
             return hook("hook_resid_post", resid_pre + attn_out)
         resid_mid = hook("hook_resid_mid", resid_pre + attn_out)
         mlp_in = self._norm(p.get("ln2"), resid_mid, "ln2", hook)
-        mlp_out = hook("hook_mlp_out", self._mlp(p["mlp"], mlp_in, hook))
+        mlp_out = hook("hook_mlp_out", mlp(p["mlp"], mlp_in, cfg.activation, hook))
         return hook("hook_resid_post", resid_mid + mlp_out)
 
-    def _norm(self, p, x, name: str, hook: HookFn):
+    def unembed(self, params: dict, resid: Float[Array, "batch pos d_model"],
+                hook) -> Float[Array, "batch pos d_vocab"]:
+        resid = self._norm(params.get("ln_final"), resid, "ln_final", hook)
+        if self.config.tied_embeddings:
+            return jnp.einsum("bpd,vd->bpv", resid, params["embed"]["W_E"])  # batch pos d_vocab
+        logits = resid @ params["unembed"]["W_U"]  # batch pos d_vocab
+        b_U = params["unembed"].get("b_U")
+        return logits if b_U is None else logits + b_U[None, None]
+
+    def _norm(self, p: dict | None, x: Float[Array, "batch pos d_model"], name: str, hook):
         if self.config.normalization is Norm.NONE:
             return x
         return layer_norm(x, p["w"], p["b"], self.config.ln_eps, name, hook)
 
-    def _attention(self, p: dict, x: Float[Array, "batch pos d_model"], scale, mask, hook: HookFn,
-                   want_result: bool) -> Float[Array, "batch pos d_model"]:
-        bias = self.config.attn_bias
-        q = jnp.einsum("bpd,hde->bphe", x, p["W_Q"]) + (p["b_Q"] if bias else 0)  # batch pos n_heads d_head
-        k = jnp.einsum("bpd,hde->bphe", x, p["W_K"]) + (p["b_K"] if bias else 0)
-        v = jnp.einsum("bpd,hde->bphe", x, p["W_V"]) + (p["b_V"] if bias else 0)
-        q, k, v = hook("attn.hook_q", q), hook("attn.hook_k", k), hook("attn.hook_v", v)
-        scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) * scale.astype(q.dtype)  # batch n_heads q_pos k_pos
-        scores = hook("attn.hook_attn_scores", apply_mask(scores, mask))
-        pattern = hook("attn.hook_pattern", softmax_f32(scores))
-        z = hook("attn.hook_z", jnp.einsum("bhqk,bkhe->bqhe", pattern, v))  # batch pos n_heads d_head
-        if want_result:
-            result = hook("attn.hook_result", jnp.einsum("bqhe,hed->bqhd", z, p["W_O"]))  # batch pos n_heads d_model
-            out = result.sum(axis=2)
-        else:
-            out = jnp.einsum("bqhe,hed->bqd", z, p["W_O"])  # batch pos d_model
-        return out + p["b_O"] if bias else out
 
-    def _mlp(self, p: dict, x: Float[Array, "batch pos d_model"], hook: HookFn) -> Float[Array, "batch pos d_model"]:
-        bias = self.config.mlp_bias
-        pre = hook("mlp.hook_pre", x @ p["W_in"] + (p["b_in"] if bias else 0))  # batch pos d_mlp
-        post = hook("mlp.hook_post", self.config.activation(pre))
-        return post @ p["W_out"] + (p["b_out"] if bias else 0)  # batch pos d_model
+#: The order random matrices are drawn in (kept so seeds give the same models as before).
+_DRAW_ORDER = ("blocks.attn.W_Q", "blocks.attn.W_K", "blocks.attn.W_V", "blocks.attn.W_O",
+               "blocks.mlp.W_in", "blocks.mlp.W_out", "embed.W_E", "pos_embed.W_pos",
+               "unembed.W_U")
+
+
+def _is_axes(x) -> bool:
+    return isinstance(x, tuple)
 
 
 _jit_init = jax.jit(lambda model, key: model._init(key), static_argnums=0)

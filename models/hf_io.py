@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file
+
+from jinterp.models.dtypes import canonical_dtype
 
 CONFIG = "config.json"
 SINGLE = "model.safetensors"
@@ -110,7 +113,15 @@ def unembedding(t: TensorMap, tied: bool, shape: tuple[int, int]) -> dict | None
 
 
 def to_jax(tree, dtype) -> dict:
-    """A nested dict of numpy arrays as contiguous JAX arrays of ``dtype``."""
+    """A nested dict of numpy arrays as contiguous JAX arrays of ``dtype``.
+
+    ``dtype`` is any spelling :func:`~jinterp.models.dtypes.canonical_dtype` accepts; others
+    raise its error (listing the valid dtypes) before anything is converted.
+    """
+    return _to_jax(tree, canonical_dtype(dtype))
+
+
+def _to_jax(tree, dtype: str) -> dict | jax.Array:
     if isinstance(tree, dict):
-        return {k: to_jax(v, dtype) for k, v in tree.items()}
+        return {k: _to_jax(v, dtype) for k, v in tree.items()}
     return jnp.asarray(np.ascontiguousarray(tree), dtype=dtype)

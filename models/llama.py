@@ -12,7 +12,7 @@ import dataclasses
 
 from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
 from jinterp.models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
-from jinterp.models.llamalike_ops import GatedActivation
+from jinterp.models.layers import Activation
 from jinterp.models.rope import Rope, RopeType
 
 _LLAMA31_ROPE = dict(type=RopeType.LLAMA3, low_freq_factor=1.0, high_freq_factor=4.0,
@@ -46,7 +46,7 @@ class LlamaConfig(DecoderShape):
     tied_embeddings: bool = False
     attn_bias: bool = False
     mlp_bias: bool = False
-    activation: GatedActivation = GatedActivation.SILU
+    activation: Activation | str = Activation.SILU
     init_range: float = 0.02
     dtype: str = "float32"
 
@@ -77,7 +77,7 @@ class LlamaConfig(DecoderShape):
         return cls(**shape_from_hf(hf), n_ctx=hf.get("max_position_embeddings"), rope=rope_from_hf(hf),
                    rms_eps=hf.get("rms_norm_eps", 1e-6), tied_embeddings=hf.get("tie_word_embeddings", False),
                    attn_bias=hf.get("attention_bias", False), mlp_bias=hf.get("mlp_bias", False),
-                   activation=GatedActivation.from_hf(hf.get("hidden_act", "silu")),
+                   activation=Activation.from_hf(hf.get("hidden_act", "silu")),
                    init_range=hf.get("initializer_range", 0.02))
 
 

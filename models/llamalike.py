@@ -49,12 +49,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jinterp.hook_points import HookPoints
 from jinterp.model import HookedModel
-from jinterp.models.layers import apply_mask, causal_mask, softmax_f32
-from jinterp.models.llamalike_ops import (GatedActivation, HookFn, gated_mlp, grouped_mix, grouped_scores, rms_norm,
-                                  soft_cap)
-from jinterp.models.rope import Rope, cos_sin, rotate
+from jinterp.models.layers import (NO_WINDOW, Activation, attention, causal_mask, gated_mlp,
+                                   rms_norm, soft_cap)
+from jinterp.models.rope import Rope, cos_sin
+from jinterp.names import BLOCK_POINTS, TOP_POINTS, Axes, standard
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +111,7 @@ class LlamaLikeConfig:
     rope_local: Rope | None = None
     local_layers: tuple[bool, ...] = ()
     sliding_window: int | None = None
-    activation: GatedActivation = GatedActivation.SILU
+    activation: Activation | str = Activation.SILU
     rms_eps: float = 1e-6
     norm_offset: bool = False
     embed_scale: bool = False
@@ -128,7 +127,7 @@ class LlamaLikeConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
-        object.__setattr__(self, "activation", GatedActivation(self.activation))
+        object.__setattr__(self, "activation", Activation(self.activation))
         object.__setattr__(self, "local_layers", tuple(bool(b) for b in self.local_layers))
         for field in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp", "d_vocab"):
             if getattr(self, field) <= 0:
@@ -170,7 +169,8 @@ class LlamaLikeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LlamaLike(HookedModel):
-    """The Llama/Gemma decoder as a jinterp port; family classes (``Llama``, ``Gemma2``...) subclass it.
+    """The Llama/Gemma decoder as a jinterp port; family classes (``Llama``, ``Gemma2``...)
+    subclass it.
 
     Args:
         config: a :class:`LlamaLikeConfig`, or a family config with a ``to_core()`` method.
@@ -188,6 +188,10 @@ class LlamaLike(HookedModel):
         return self.core.n_layers
 
     @property
+    def d_model(self) -> int:
+        return self.core.d_model
+
+    @property
     def d_vocab(self) -> int:
         return self.core.d_vocab
 
@@ -195,25 +199,27 @@ class LlamaLike(HookedModel):
     def n_ctx(self) -> int | None:
         return self.core.n_ctx
 
-    @property
-    def top_points(self) -> tuple[str, ...]:
-        return ("hook_embed", "ln_final.hook_scale", "ln_final.hook_normalized")
+    @functools.cached_property
+    def top_point_axes(self) -> dict[str, Axes]:
+        return standard(("hook_embed", "ln_final.hook_scale", "ln_final.hook_normalized"),
+                        TOP_POINTS)
 
     @functools.cached_property
-    def block_points(self) -> tuple[str, ...]:
+    def block_point_axes(self) -> dict[str, Axes]:
         c = self.core
         norm = lambda n: [f"{n}.hook_scale", f"{n}.hook_normalized"]
         points = ["hook_resid_pre", *norm("ln1"), "attn.hook_q", "attn.hook_k", "attn.hook_v"]
         if c.qk_norm:
             points += norm("attn.q_norm") + norm("attn.k_norm")
-        points += ["attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_attn_scores", "attn.hook_pattern",
-                   "attn.hook_z", "attn.hook_result"]
-        points += (norm("ln1_post") if c.post_norms else []) + ["hook_attn_out", "hook_resid_mid", *norm("ln2")]
+        points += ["attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_attn_scores",
+                   "attn.hook_pattern", "attn.hook_z", "attn.hook_result"]
+        points += norm("ln1_post") if c.post_norms else []
+        points += ["hook_attn_out", "hook_resid_mid", *norm("ln2")]
         points += ["mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post"]
-        points += (norm("ln2_post") if c.post_norms else []) + ["hook_mlp_out", "hook_resid_post"]
-        return tuple(points)
+        points += norm("ln2_post") if c.post_norms else []
+        return standard(points + ["hook_mlp_out", "hook_resid_post"], BLOCK_POINTS)
 
-    # ---------------------------------------------------------------------------------- init
+    # ---------------------------------------------------------------------------- params
     @functools.cached_property
     def dims(self) -> dict[str, int]:
         """Size of every logical axis of the parameters (see :mod:`jinterp.names`)."""
@@ -250,10 +256,6 @@ class LlamaLike(HookedModel):
             axes["unembed"] = {"W_U": ("d_model", "d_vocab")}
         return axes
 
-    def param_shapes(self) -> dict:
-        """The params pytree as ``jax.ShapeDtypeStruct`` leaves (nothing allocated)."""
-        return jax.eval_shape(self.init, jax.random.key(0))
-
     def init(self, key: jax.Array) -> dict:
         """Random params: normal(0, init_range) matrices, zero biases, identity norm scales.
 
@@ -281,82 +283,60 @@ class LlamaLike(HookedModel):
 
         return jax.tree.unflatten(treedef, [make(p, s, k) for (p, s), k in zip(leaves, keys)])
 
-    # ------------------------------------------------------------------------------- forward
-    def layer_constants(self, n_pos: int) -> tuple[Float[Array, "layer half"], Int[Array, "layer"]]:
-        """Per-layer RoPE inverse frequencies and attention windows, stacked for the scan.
+    # ---------------------------------------------------------------------------- forward
+    def embed(self, params: dict, tokens: Int[Array, "batch pos"],
+              hook) -> Float[Array, "batch pos d_model"]:
+        W_E = params["embed"]["W_E"]
+        resid = W_E[tokens]  # batch pos d_model
+        if self.core.embed_scale:  # HF rounds sqrt(d_model) to the dtype (55.4256 -> 55.5 in bf16)
+            resid = resid * jnp.asarray(np.float32(math.sqrt(self.core.d_model))).astype(W_E.dtype)
+        return hook("hook_embed", resid)
 
-        A global layer's window is ``n_pos`` (every earlier key is visible).
+    def layer_inputs(self, params: dict) -> dict:
+        """Stacked block weights, each layer's RoPE inverse frequencies and attention window.
+
+        A global layer's window is :data:`~jinterp.models.layers.NO_WINDOW` (every earlier key
+        is visible), so local and global layers differ by data, not by code.
         """
         c = self.core
         global_freq = c.rope.inverse_frequencies(c.d_head)
         local_freq = (c.rope_local or c.rope).inverse_frequencies(c.d_head)
         local = [c.is_local(l) for l in range(c.n_layers)]
         inv_freq = np.stack([local_freq if is_l else global_freq for is_l in local])  # layer half
-        window = np.array([min(c.sliding_window, n_pos) if is_l else n_pos for is_l in local], np.int32)  # layer
-        return jnp.asarray(inv_freq), jnp.asarray(window)
+        window = np.array([c.sliding_window if is_l else NO_WINDOW for is_l in local], np.int32)
+        return {"params": params["blocks"], "inv_freq": jnp.asarray(inv_freq),
+                "window": jnp.asarray(window)}
 
-    def forward(self, params: dict, tokens: Int[Array, "batch pos"],
-                points: HookPoints) -> Float[Array, "batch pos d_vocab"]:
+    def block(self, resid: Float[Array, "batch pos d_model"], layer_inputs: dict,
+              hook) -> Float[Array, "batch pos d_model"]:
         c = self.core
-        n_pos = tokens.shape[1]
-        W_E = params["embed"]["W_E"]
-        resid = W_E[tokens]  # batch pos d_model
-        if c.embed_scale:  # HF rounds sqrt(d_model) to the model dtype first (55.4256 -> 55.5 in bf16)
-            resid = resid * jnp.asarray(np.float32(math.sqrt(c.d_model))).astype(W_E.dtype)
-        resid = points("hook_embed", resid)
-        block = functools.partial(self._block, positions=jnp.arange(n_pos),
-                                  want_result=points.wants("attn.hook_result"))
-        resid = points.scan(block, resid, (params["blocks"], self.layer_constants(n_pos)))
-        resid = rms_norm(resid, params["ln_final"]["w"], c.rms_eps, c.norm_offset, "ln_final", points)
-        if c.tied_embeddings:
-            logits = jnp.einsum("bpd,vd->bpv", resid, W_E)  # batch pos d_vocab
-        else:
-            logits = resid @ params["unembed"]["W_U"]  # batch pos d_vocab
-        return soft_cap(logits, c.final_softcap) if c.final_softcap else logits
-
-    def _block(self, resid: Float[Array, "batch pos d_model"], layer_inputs, hook: HookFn, *,
-               positions, want_result: bool) -> Float[Array, "batch pos d_model"]:
-        c = self.core
-        p, (inv_freq, window) = layer_inputs
+        p = layer_inputs["params"]
         norm = lambda name, x: rms_norm(x, p[name]["w"], c.rms_eps, c.norm_offset, name, hook)
+        qk_norm = lambda name, x, w: rms_norm(x, w, c.rms_eps, c.norm_offset, name, hook)
+        n_pos = resid.shape[1]
+        rope = cos_sin(jnp.arange(n_pos), layer_inputs["inv_freq"], resid.dtype)  # pos d_head
         resid_pre = hook("hook_resid_pre", resid)
-        attn_out = self._attention(p["attn"], norm("ln1", resid_pre), inv_freq, window, positions, hook,
-                                   want_result)
+        attn_out = attention(p["attn"], norm("ln1", resid_pre), hook, scale=c.attn_scale,
+                             mask=causal_mask(n_pos, n_pos, layer_inputs["window"]),
+                             qk_norm=qk_norm if c.qk_norm else None, rope=rope,
+                             softcap=c.attn_softcap)
         if c.post_norms:
             attn_out = norm("ln1_post", attn_out)
         resid_mid = hook("hook_resid_mid", resid_pre + hook("hook_attn_out", attn_out))
-        mlp_out = gated_mlp(p["mlp"], norm("ln2", resid_mid), c.activation, c.mlp_bias, hook)
+        mlp_out = gated_mlp(p["mlp"], norm("ln2", resid_mid), c.activation, hook)
         if c.post_norms:
             mlp_out = norm("ln2_post", mlp_out)
         return hook("hook_resid_post", resid_mid + hook("hook_mlp_out", mlp_out))
 
-    def _attention(self, p: dict, x: Float[Array, "batch pos d_model"], inv_freq, window, positions,
-                   hook: HookFn, want_result: bool) -> Float[Array, "batch pos d_model"]:
+    def unembed(self, params: dict, resid: Float[Array, "batch pos d_model"],
+                hook) -> Float[Array, "batch pos d_vocab"]:
         c = self.core
-        bias = c.attn_bias
-        q = jnp.einsum("bpd,hde->bphe", x, p["W_Q"]) + (p["b_Q"] if bias else 0)  # batch pos n_heads d_head
-        k = jnp.einsum("bpd,kde->bpke", x, p["W_K"]) + (p["b_K"] if bias else 0)  # batch pos n_kv_heads d_head
-        v = jnp.einsum("bpd,kde->bpke", x, p["W_V"]) + (p["b_V"] if bias else 0)  # batch pos n_kv_heads d_head
-        q, k, v = hook("attn.hook_q", q), hook("attn.hook_k", k), hook("attn.hook_v", v)
-        if c.qk_norm:
-            q = rms_norm(q, p["q_norm"]["w"], c.rms_eps, c.norm_offset, "attn.q_norm", hook)
-            k = rms_norm(k, p["k_norm"]["w"], c.rms_eps, c.norm_offset, "attn.k_norm", hook)
-        cos, sin = cos_sin(positions, inv_freq, q.dtype)  # pos d_head
-        q = hook("attn.hook_rot_q", rotate(q, cos, sin))
-        k = hook("attn.hook_rot_k", rotate(k, cos, sin))
-        scores = grouped_scores(q, k) * c.attn_scale  # batch n_heads q_pos k_pos
-        if c.attn_softcap:
-            scores = soft_cap(scores, c.attn_softcap)
-        n_pos = positions.shape[0]
-        scores = hook("attn.hook_attn_scores", apply_mask(scores, causal_mask(n_pos, n_pos, window)))
-        pattern = hook("attn.hook_pattern", softmax_f32(scores))
-        z = hook("attn.hook_z", grouped_mix(pattern, v))  # batch pos n_heads d_head
-        if want_result:
-            result = hook("attn.hook_result", jnp.einsum("bqhe,hed->bqhd", z, p["W_O"]))  # batch pos n_heads d_model
-            out = result.sum(axis=2)
+        resid = rms_norm(resid, params["ln_final"]["w"], c.rms_eps, c.norm_offset, "ln_final", hook)
+        if c.tied_embeddings:
+            logits = jnp.einsum("bpd,vd->bpv", resid, params["embed"]["W_E"])  # batch pos d_vocab
         else:
-            out = jnp.einsum("bqhe,hed->bqd", z, p["W_O"])  # batch pos d_model
-        return out + p["b_O"] if bias else out
+            logits = resid @ params["unembed"]["W_U"]  # batch pos d_vocab
+        return soft_cap(logits, c.final_softcap) if c.final_softcap else logits
 
 
 _jitted_init = jax.jit(LlamaLike._init, static_argnums=0)

@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from jinterp.models.dtypes import canonical_dtype
 from jinterp.models.hf_io import read_config, read_tensors
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """How one ``model_type`` is built: HF config dict -> model; (model, tensors, dtype) -> params."""
+    """How one ``model_type`` is built.
+
+    ``model_from_config``: HF config dict -> model; ``params_from_tensors``: (model, tensors,
+    dtype) -> params.
+    """
 
     model_from_config: Callable[[dict], Any]
     params_from_tensors: Callable[[Any, dict[str, np.ndarray], Any], dict]
@@ -44,11 +50,14 @@ def load_pretrained(path: str | os.PathLike, dtype=None):
 
     Args:
         path: the directory ``save_pretrained`` wrote.
-        dtype: parameter dtype (e.g. ``"bfloat16"``); default: the port's config dtype.
+        dtype: parameter dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"`` (or an alias
+            or numpy/JAX dtype, see :func:`~jinterp.models.dtypes.canonical_dtype`); default:
+            the port's config dtype. Checked before any tensor is read.
 
     Returns:
         ``(model, params)``.
     """
+    dtype = None if dtype is None else canonical_dtype(dtype)
     config = read_config(path)
     family = _family(config.get("model_type"))
     tensors = read_tensors(path)
@@ -57,7 +66,11 @@ def load_pretrained(path: str | os.PathLike, dtype=None):
 
 
 def from_hf(hf_model, dtype=None):
-    """Converts an in-memory ``transformers`` PreTrainedModel to ``(model, params)``."""
+    """Converts an in-memory ``transformers`` PreTrainedModel to ``(model, params)``.
+
+    ``dtype`` as for :func:`load_pretrained`.
+    """
+    dtype = None if dtype is None else canonical_dtype(dtype)
     config = hf_model.config.to_dict()
     family = _family(config.get("model_type"))
     model = _build(family, config)

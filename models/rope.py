@@ -26,7 +26,7 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 
 class RopeType(str, enum.Enum):
@@ -52,7 +52,7 @@ class Rope:
     """
 
     theta: float = 10_000.0
-    type: RopeType = RopeType.DEFAULT
+    type: RopeType | str = RopeType.DEFAULT
     factor: float | None = None
     low_freq_factor: float | None = None
     high_freq_factor: float | None = None
@@ -84,7 +84,8 @@ class Rope:
                                  f"{self.high_freq_factor} <= {self.low_freq_factor}.")
 
     @classmethod
-    def from_hf(cls, params: dict | None, theta: float, max_position_embeddings: int) -> "Rope":
+    def from_hf(cls, params: dict | None, theta: float,
+                max_position_embeddings: int | None) -> Rope:
         """A :class:`Rope` from HF's ``rope_parameters`` (transformers 5) or ``rope_scaling`` (4.x).
 
         Args:
@@ -140,7 +141,7 @@ def _llama3_scale(inv_freq: np.ndarray, rope: Rope) -> np.ndarray:
     return np.where(medium, smoothed, scaled).astype(f32)
 
 
-def cos_sin(positions: Float[Array, "pos"], inv_freq: Float[Array, "half"],
+def cos_sin(positions: Int[Array, " pos"], inv_freq: Float[Array, " half"],
             dtype) -> tuple[Float[Array, "pos d_head"], Float[Array, "pos d_head"]]:
     """cos and sin of the rotation angles ``[pos, d_head]``, computed in float32, cast to ``dtype``."""
     angles = positions.astype(jnp.float32)[:, None] * inv_freq.astype(jnp.float32)[None, :]  # pos half
@@ -153,4 +154,4 @@ def rotate(x: Float[Array, "batch pos heads d_head"], cos: Float[Array, "pos d_h
     """Applies the rotation: ``x * cos + rotate_half(x) * sin`` (HF's "rotate half" pairing)."""
     half = x.shape[-1] // 2
     rotated_half = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # batch pos heads d_head
-    return x * cos[:, None, :] + rotated_half * sin[:, None, :]
+    return x * cos[None, :, None, :] + rotated_half * sin[None, :, None, :]

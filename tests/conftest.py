@@ -25,4 +25,4 @@ import jax  # noqa: E402
 from jaxtyping import install_import_hook  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
-_JAXTYPING_HOOK = install_import_hook("jinterp", "beartype.beartype")
+_JAXTYPING_HOOK = install_import_hook("jinterp", "typecheck.typechecker")

@@ -53,14 +53,14 @@ def test_cached_values_are_consistent_with_the_forward_maths():
     result = jnp.einsum("bphe,hed->bphd", cache["blocks.1.attn.hook_z"], W_O)
     np.testing.assert_allclose(cache["blocks.1.attn.hook_result"], result, atol=1e-5)
     np.testing.assert_allclose(cache["blocks.1.hook_attn_out"],
-                               result.sum(2) + params["blocks"]["attn"]["b_O"][1], atol=1e-5)
+                               np.asarray(result.sum(2)) + np.asarray(params["blocks"]["attn"]["b_O"][1]), atol=1e-5)
     np.testing.assert_allclose(cache["blocks.2.attn.hook_pattern"].sum(-1), 1.0, atol=1e-6)
     # hook_normalized is TL's (x - mean) / scale: zero mean, unit RMS; scale is sqrt(var + eps).
     x = np.asarray(cache["blocks.1.hook_resid_mid"], np.float64)
     var = x.var(-1, keepdims=True)
     np.testing.assert_allclose(cache["blocks.1.ln2.hook_scale"], np.sqrt(var + SMALL.ln_eps), rtol=1e-5)
     np.testing.assert_allclose(cache["blocks.1.ln2.hook_normalized"], (x - x.mean(-1, keepdims=True)) / np.sqrt(var + SMALL.ln_eps), atol=1e-5)
-    final = cache["ln_final.hook_normalized"] * params["ln_final"]["w"] + params["ln_final"]["b"]
+    final = np.asarray(cache["ln_final.hook_normalized"]) * np.asarray(params["ln_final"]["w"]) + np.asarray(params["ln_final"]["b"])
     unembedded = final @ params["embed"]["W_E"].T
     np.testing.assert_allclose(logits, unembedded, atol=1e-4)
 

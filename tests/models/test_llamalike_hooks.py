@@ -69,7 +69,7 @@ def test_every_intervention_equals_its_plain_function_hook():
         "blocks.1.attn.q_norm.hook_normalized": lambda x: x.at[:, 3, 2].set(0),
         "blocks.2.ln2_post.hook_normalized": lambda x: x.at[:, 1:3].set(patch[:, 1:3]),
         "blocks.1.hook_resid_mid": lambda x: x.at[:, 0].add(2.0 * vector),
-        "blocks.0.mlp.hook_pre_linear": lambda x: x - (x @ unit)[..., None] * unit,
+        "blocks.0.mlp.hook_pre_linear": lambda x: x - (x @ unit)[..., None] * unit[None, None],
         "blocks.2.attn.hook_pattern": lambda x: x.at[:, 0].set(mean),
         "blocks.1.attn.hook_v": lambda x: x.at[:, :, 0].set(source[index][:, :, 0]),
     }

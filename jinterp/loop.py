@@ -1,0 +1,219 @@
+"""The core's layer loop: embed, scan the blocks ``start .. stop``, unembed, as one plan says.
+
+A port provides the parts (:class:`jinterp.model.HookedModel`: ``embed``, ``layer_inputs``,
+``block``, ``unembed``) and calls a hook at every named activation; this module composes them.
+What each hook call does is decided at trace time from the :class:`~jinterp.plan.Plan`:
+nothing (a plain forward compiles to the bare maths), apply hook groups, add a zero "delta"
+(``grad_cache`` differentiates with respect to it), record for the cache.
+
+Blocks run under one ``lax.scan`` over the stacked layer inputs, so compile time is flat in
+depth and the layer index is a traced value: a hook group reads its slot for the current layer
+and an ``At`` hook compares its (possibly traced) layer with it. Captures come out stacked
+per point: a point captured at every layer run is a scan output ``[layer, ...]``; a point
+captured at a few layers is a carried buffer with one slot per captured layer, so caching one
+layer of a deep model costs that one activation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jinterp.hooks import HookInfo, LayerIndex, apply_chain, at_active, at_chain
+from jinterp.names import Axes, block_name
+from jinterp.plan import Group, Plan, is_dynamic
+
+
+def _constrain(x, axes):  # wired to jinterp.sharding.constrain once it lands
+    return x
+
+
+class TopHook:
+    """``hook(name, x)`` for the points outside the blocks (embeddings, final norm)."""
+
+    def __init__(self, plan: Plan, axes: Mapping[str, Axes], chains: Mapping[str, tuple],
+                 deltas: Mapping[str, jax.Array]):
+        self._plan, self._axes, self._chains, self._deltas = plan, axes, chains, deltas
+        self._capture = set(plan.top_capture)
+        self.recorded: dict[str, jax.Array] = {}
+
+    def __call__(self, name: str, x: jax.Array) -> jax.Array:
+        if name in self._chains:
+            x = apply_chain(self._chains[name], x, self._axes[name], HookInfo(name))
+        if name in self._deltas:
+            x = x + self._deltas[name]
+        if name in self._capture:
+            self.recorded[name] = _constrain(x, self._axes[name])
+        return x
+
+    def wants(self, name: str) -> bool:
+        return name in self._capture or name in self._chains
+
+
+class BlockHook:
+    """``hook(point, x)`` inside one block; ``hook.wants(point)`` for optional points."""
+
+    def __init__(self, fn: Callable[[str, jax.Array], jax.Array], wanted: frozenset[str]):
+        self._fn, self._wanted = fn, wanted
+
+    def __call__(self, point: str, x: jax.Array) -> jax.Array:
+        return self._fn(point, x)
+
+    def wants(self, point: str) -> bool:
+        return point in self._wanted
+
+
+def _stack_chains(chains: list[tuple]) -> tuple:
+    """One chain whose dynamic leaves gain a leading slot axis (static leaves are equal)."""
+    if len(chains) == 1:
+        return chains[0]
+    flat = [jax.tree.flatten(c) for c in chains]
+    treedef = flat[0][1]
+    leaves = [jnp.stack(column) if is_dynamic(column[0]) else column[0]
+              for column in zip(*(f[0] for f in flat))]
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _slot_chain(stacked: tuple, slot: jax.Array) -> tuple:
+    leaves, treedef = jax.tree.flatten(stacked)
+    return jax.tree.unflatten(treedef, [lax.dynamic_index_in_dim(x, slot, keepdims=False)
+                                        if is_dynamic(x) else x for x in leaves])
+
+
+class _Groups:
+    """The plan's hook groups with their (traced) data, ready to apply inside the scan."""
+
+    def __init__(self, plan: Plan, groups_data: list, axes: Mapping[str, Axes]):
+        self._plan, self._axes = plan, axes
+        self._by_point: dict[str, list[tuple[Group, Any, np.ndarray | None]]] = {}
+        for group, data in zip(plan.groups, groups_data):
+            table = None
+            if not group.is_at:
+                data = _stack_chains(data)
+                table = np.full(plan.stop - plan.start, -1, np.int32)
+                table[np.asarray(group.layers) - plan.start] = np.arange(len(group.layers))
+            self._by_point.setdefault(group.point, []).append((group, data, table))
+
+    def apply(self, point: str, x: jax.Array, layer: jax.Array | int) -> jax.Array:
+        for group, data, table in self._by_point.get(point, ()):
+            x = self._apply_one(point, group, data, table, x, layer)
+        return x
+
+    def _apply_one(self, point, group: Group, data, table, x, layer):
+        axes = self._axes[point]
+        if group.is_at:
+            chain, info = at_chain(data, group.flags, layer), HookInfo(point, layer)
+            active = at_active(data, layer)
+        else:
+            slot = jnp.asarray(table)[layer - self._plan.start]
+            chain = data if len(group.layers) == 1 else _slot_chain(data, jnp.maximum(slot, 0))
+            info = (HookInfo(block_name(group.layers[0], point), LayerIndex(group.layers[0]))
+                    if len(group.layers) == 1 else HookInfo(point, layer))
+            if (table >= 0).all():  # applies at every layer run: no condition at all
+                return apply_chain(chain, x, axes, info)
+            active = slot >= 0
+
+        def hooked(a, chain=chain, info=info):
+            return apply_chain(chain, a, axes, info)
+
+        return lax.cond(active, hooked, lambda a: a, x)
+
+
+def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
+               deltas: Mapping[str, jax.Array], unroll: int | bool = 1
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Scans ``model.block`` over layers ``plan.start .. plan.stop``.
+
+    Args:
+        deltas: block point -> zeros added at its captured layers (``grad_cache``): shape
+            ``[n_captured, ...]``.
+
+    Returns:
+        The residual after the last block run, and the captures stacked per point.
+    """
+    axes = model.points
+    n_run = plan.stop - plan.start
+    xs = model.layer_inputs(params)
+    if (plan.start, plan.stop) != (0, model.n_layers):
+        xs = jax.tree.map(lambda a: a[plan.start:plan.stop], xs)
+    groups = _Groups(plan, groups_data, axes)
+    captured = plan.captured_layers()
+    every = {p for p, ls in captured.items() if len(ls) == n_run}
+    slots = {}
+    for p, ls in captured.items():
+        table = np.full(n_run, -1, np.int32)
+        table[np.asarray(ls) - plan.start] = np.arange(len(ls))
+        slots[p] = table
+
+    def run_block(resid, x_l, layer, delta_l, record: bool):
+        recorded: dict[str, jax.Array] = {}
+
+        def hook(point, act):
+            act = groups.apply(point, act, layer)
+            if point in captured:
+                if point in delta_l:
+                    act = act + delta_l[point]
+                if record:
+                    recorded[point] = _constrain(act, axes[point])
+            return act
+
+        return model.block(resid, x_l, BlockHook(hook, plan.wanted)), recorded
+
+    some = [p for p in captured if p not in every]
+    buffers = {}
+    if some:
+        x0 = jax.tree.map(lambda a: a[0], xs)
+        d0 = {p: d[0] for p, d in deltas.items()}
+        shapes = jax.eval_shape(lambda r, x, d: run_block(r, x, plan.start, d, True)[1],
+                                resid, x0, d0)
+        buffers = {p: jnp.zeros((len(captured[p]),) + shapes[p].shape, shapes[p].dtype)
+                   for p in some}
+
+    def body(carry, inputs):
+        resid, bufs = carry
+        x_l, layer, dx_every = inputs
+        delta_l = dict(dx_every)
+        slot = {p: jnp.asarray(slots[p])[layer - plan.start] for p in some}
+        for p in some:
+            if p in deltas:
+                s = jnp.maximum(slot[p], 0)
+                d = lax.dynamic_index_in_dim(deltas[p], s, keepdims=False)
+                delta_l[p] = jnp.where(slot[p] >= 0, d, jnp.zeros_like(d))
+        resid, recorded = run_block(resid, x_l, layer, delta_l, True)
+        missing = sorted(set(captured) - set(recorded))
+        if missing:
+            raise RuntimeError(f"{type(model).__name__}.block never reported {missing}, which it "
+                               "declares in block_point_axes; every declared point must be hooked.")
+        new_bufs = {}
+        for p, buf in bufs.items():
+            s = jnp.maximum(slot[p], 0)
+            old = lax.dynamic_index_in_dim(buf, s, keepdims=False)
+            value = jnp.where(slot[p] >= 0, recorded[p], old)
+            new_bufs[p] = lax.dynamic_update_index_in_dim(buf, value, s, 0)
+        return (resid, new_bufs), {p: recorded[p] for p in every}
+
+    dx_every = {p: d for p, d in deltas.items() if p in every}
+    layer_ids = jnp.arange(plan.start, plan.stop)
+    (resid, buffers), stacked = lax.scan(body, (resid, buffers), (xs, layer_ids, dx_every),
+                                         unroll=unroll)
+    return resid, {**stacked, **buffers}
+
+
+def run_model(model, plan: Plan, params, inputs: jax.Array, top_chains: Mapping[str, tuple],
+              groups_data: list, deltas: Mapping[str, Any] | None = None, unroll: int | bool = 1
+              ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
+    """One forward as ``plan`` says: ``(logits or residual, top captures, block captures)``."""
+    deltas = deltas or {"top": {}, "block": {}}
+    top = TopHook(plan, model.points, top_chains, deltas["top"])
+    resid = model.embed(params, inputs, top) if plan.from_tokens else inputs
+    stacked: dict[str, jax.Array] = {}
+    if plan.stop > plan.start:
+        resid, stacked = run_blocks(model, plan, params, resid, groups_data, deltas["block"],
+                                    unroll)
+    out = model.unembed(params, resid, top) if plan.to_logits else resid
+    return out, top.recorded, stacked
