@@ -67,7 +67,12 @@ def bench_jax(repeats: int, steps_per_call: int) -> dict:
     from jinterp.experiments.grokking.config import GrokConfig
     from jinterp.experiments.grokking.data import make_data
     from jinterp.experiments.grokking.model import cross_entropy
-    from jinterp.experiments.grokking.training import device_data, init_state, make_chunk_fn, make_optimizer
+    from jinterp.experiments.grokking.training import (
+        device_data,
+        init_state,
+        make_chunk_fn,
+        make_optimizer,
+    )
 
     cfg = GrokConfig(steps=steps_per_call, steps_per_call=steps_per_call)
     batch = device_data(cfg, make_data(cfg.p, cfg.frac_train, cfg.data_seed))
@@ -97,18 +102,22 @@ def bench_jax(repeats: int, steps_per_call: int) -> dict:
                     "step": s["step"] + 1}, loss
         return step
 
-    fast_loss = lambda p: loss_and_accuracy(p, batch["train_tokens"], batch["train_labels"], cfg.p)[0]
-    port_loss = lambda p: jnp.mean(cross_entropy(model(p, batch["train_tokens"])[:, -1, :cfg.p],
-                                                 batch["train_labels"]))
-    for name, loss_fn, reps in (("jax_single", fast_loss, repeats * 5), ("jax_port_single", port_loss, repeats)):
-        step = make_step(loss_fn)
+    def make_runner(step):
+        """A no-argument call that takes one step from where the previous call left off."""
         holder = {"s": one}
 
         def run_step():
             holder["s"], loss = step(holder["s"])
             jax.block_until_ready(loss)
 
-        first, steady = _timed(run_step, reps)
+        return run_step
+
+    tokens, labels = batch["train_tokens"], batch["train_labels"]
+    fast_loss = lambda p: loss_and_accuracy(p, tokens, labels, cfg.p)[0]
+    port_loss = lambda p: jnp.mean(cross_entropy(model(p, tokens)[:, -1, :cfg.p], labels))
+    cases = (("jax_single", fast_loss, repeats * 5), ("jax_port_single", port_loss, repeats))
+    for name, loss_fn, reps in cases:
+        first, steady = _timed(make_runner(make_step(loss_fn)), reps)
         out[name] = {"step_s": steady, "compile_s": first - steady}
     out["peak_rss_mb"] = _peak_rss_mb()
     out["jax_version"] = jax.__version__
@@ -133,7 +142,8 @@ def bench_torch(repeats: int) -> dict:
             super().__init__()
             r = lambda *s: nn.Parameter(torch.randn(*s) / np.sqrt(D))
             self.W_E, self.W_pos = r(D, V), r(3, D)
-            self.W_Q, self.W_K, self.W_V, self.W_O = r(H, Dh, D), r(H, Dh, D), r(H, Dh, D), r(D, H * Dh)
+            self.W_Q, self.W_K, self.W_V = r(H, Dh, D), r(H, Dh, D), r(H, Dh, D)
+            self.W_O = r(D, H * Dh)
             self.W_in, self.b_in = r(M, D), nn.Parameter(torch.zeros(M))
             self.W_out, self.b_out = r(D, M), nn.Parameter(torch.zeros(D))
             self.W_U = nn.Parameter(torch.randn(D, V) / np.sqrt(V))
@@ -147,7 +157,8 @@ def bench_torch(repeats: int) -> dict:
             scores = torch.einsum("biph,biqh->biqp", k, q)
             scores = torch.tril(scores) - 1e10 * (1 - self.mask)
             attn = torch.softmax(scores / np.sqrt(Dh), dim=-1)
-            z = torch.einsum("biph,biqp->biqh", v, attn).permute(0, 2, 1, 3).reshape(x.shape[0], 3, H * Dh)
+            z = torch.einsum("biph,biqp->biqh", v, attn)  # batch n_heads pos d_head
+            z = z.permute(0, 2, 1, 3).reshape(x.shape[0], 3, H * Dh)  # batch pos n_heads*d_head
             x = x + torch.einsum("df,bqf->bqd", self.W_O, z)
             hidden = torch.relu(torch.einsum("md,bpd->bpm", self.W_in, x) + self.b_in)
             x = x + torch.einsum("dm,bpm->bpd", self.W_out, hidden) + self.b_out
@@ -168,7 +179,8 @@ def bench_torch(repeats: int) -> dict:
 
     data = make_data(p, 0.3, 0)
     a, b, y = data.split("train")
-    toks, labels = torch.tensor(tokens(a, b, p), dtype=torch.long), torch.tensor(y, dtype=torch.long)
+    toks = torch.tensor(tokens(a, b, p), dtype=torch.long)
+    labels = torch.tensor(y, dtype=torch.long)
     model = Grokker()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(s / 10, 1))
@@ -180,7 +192,8 @@ def bench_torch(repeats: int) -> dict:
 
     def step(last_only: bool = False):
         logits = model.forward_last(toks) if last_only else model(toks)[:, -1]
-        loss = torch.nn.functional.cross_entropy(logits[:, :p].to(torch.float64), labels)  # authors' f64 loss
+        # the authors' float64 loss
+        loss = torch.nn.functional.cross_entropy(logits[:, :p].to(torch.float64), labels)
         loss.backward()
         opt.step()
         sched.step()

@@ -22,5 +22,5 @@ from .model import cross_entropy, init_params, last_logits, loss_and_accuracy
 from .training import init_state, load_history, make_chunk_fn, train
 
 __all__ = ["GrokConfig", "ModAddData", "analyse_run", "cross_entropy", "init_params", "init_state",
-           "last_logits", "load_history", "loss_and_accuracy", "make_chunk_fn", "make_data", "tokens",
-           "train"]
+           "last_logits", "load_history", "loss_and_accuracy", "make_chunk_fn", "make_data",
+           "tokens", "train"]

@@ -1,4 +1,4 @@
-"""``python -m jinterp.experiments.grokking --out DIR``: see :mod:`jinterp.experiments.grokking.cli`."""
+"""``python -m jinterp.experiments.grokking --out DIR``: see :mod:`.cli`."""
 
 from .cli import main
 

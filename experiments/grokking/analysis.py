@@ -1,12 +1,13 @@
 """From a training directory to the study's numbers: phases, key frequencies, progress measures.
 
-:func:`analyse_run` reads ``history/`` (see :mod:`jinterp.experiments.grokking.training`), analyses every
-seed and returns a JSON-ready summary whose top-level fields describe the default (first) seed,
-next to the paper's numbers for the mainline seed (REFERENCES §1.2-1.3).
+:func:`analyse_run` reads ``history/`` (see :mod:`jinterp.experiments.grokking.training`),
+analyses every seed and returns a JSON-ready summary whose top-level fields describe the default
+(first) seed, next to the paper's numbers for the mainline seed (REFERENCES §1.2-1.3).
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import jax
@@ -14,9 +15,9 @@ import numpy as np
 
 from jinterp import models
 
+from . import fourier
 from .config import GrokConfig
 from .data import make_data
-from . import fourier
 from .measures import analyse_neurons, neuron_logit_map, progress_measures
 
 #: Published values for the mainline seed (Nanda et al. 2023, §4-5 and the authors' Colab).
@@ -40,16 +41,17 @@ def first_step(steps: np.ndarray, condition: np.ndarray) -> int | None:
 
 
 def seed_params(tree, index: int):
-    """Selects one seed from a pytree whose leaves are ``[n_snap, seed, ...]`` -> list per snapshot."""
+    """One seed of a pytree whose leaves are ``[n_snap, seed, ...]``, as a list per snapshot."""
     one = jax.tree.map(lambda x: x[:, index], tree)
     n = jax.tree.leaves(one)[0].shape[0]
-    return [jax.tree.map(lambda x: x[i], one) for i in range(n)]
+    return [jax.tree.map(operator.itemgetter(i), one) for i in range(n)]
 
 
 def fallback_frequencies(params, p: int, n: int = 3) -> list[int]:
     """The ``n`` strongest frequencies of ``W_L`` (used only when no neuron cluster exists, e.g. a
     short ``--fast`` run that has not generalised, so the progress measures still run)."""
-    norms = fourier.frequency_norms(fourier.neuron_logit_fourier_norms(neuron_logit_map(params, p), p))
+    W_L = neuron_logit_map(params, p)  # d_mlp p
+    norms = fourier.frequency_norms(fourier.neuron_logit_fourier_norms(W_L, p))
     return sorted(int(k) + 1 for k in np.argsort(norms)[::-1][:n])
 
 
@@ -61,14 +63,16 @@ def analyse_seed(cfg: GrokConfig, history: dict[str, Any], index: int) -> tuple[
     final = snaps[-1]
     neurons = analyse_neurons(model, final, data)
     snap_steps = history["snapshot_steps"]
+    evals = {k: history[k][index] for k in history if k.startswith("eval_") and k != "eval_steps"}
     curves = {"snapshot_steps": snap_steps, "eval_steps": history["eval_steps"],
-              "train_loss_per_step": history["train_loss"][index],
-              **{k: history[k][index] for k in history if k.startswith("eval_") and k != "eval_steps"}}
+              "train_loss_per_step": history["train_loss"][index], **evals}
     measure_freqs = neurons.key_freqs or fallback_frequencies(final, cfg.p)
     measures = progress_measures(model, snaps, data, measure_freqs)
     curves |= {f"measure_{k}": v for k, v in measures.items()}
     train_acc = history["train_acc"][index]
     eval_steps = history["eval_steps"]
+    restricted_below = measures["restricted_loss"] < DROP_THRESHOLD
+    test_loss_at_snaps = history["eval_test_loss"][index][np.searchsorted(eval_steps, snap_steps)]
     out = {
         "seed": cfg.seeds[index],
         "steps": int(eval_steps[-1]),
@@ -83,9 +87,8 @@ def analyse_seed(cfg: GrokConfig, history: dict[str, Any], index: int) -> tuple[
         "neuron_cluster_sizes": neurons.cluster_sizes(),
         "single_frequency_neuron_fraction": neurons.single_frequency_fraction,
         "neuron_diagnostics": neurons.diagnostics(),
-        "restricted_loss_drop_step": first_step(snap_steps, measures["restricted_loss"] < DROP_THRESHOLD),
-        "test_loss_drop_step": first_step(snap_steps, history["eval_test_loss"][index][
-            np.searchsorted(eval_steps, snap_steps)] < DROP_THRESHOLD),
+        "restricted_loss_drop_step": first_step(snap_steps, restricted_below),
+        "test_loss_drop_step": first_step(snap_steps, test_loss_at_snaps < DROP_THRESHOLD),
     }
     out |= {f"final_{k}": float(v[-1]) for k, v in measures.items()}
     out["checks"] = checks(out)

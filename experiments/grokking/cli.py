@@ -24,27 +24,31 @@ from .training import load_history, train, train_seconds
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jinterp.experiments.grokking",
-        description="Grokking modular addition (Nanda et al. 2023): train the 1-layer transformer on "
-                    "(a + b) mod 113 with full-batch AdamW, then compute the Fourier progress "
-                    "measures. Default: the full 40,000-step reproduction.")
+        description="Grokking modular addition (Nanda et al. 2023): train the 1-layer "
+                    "transformer on (a + b) mod 113 with full-batch AdamW, then compute the "
+                    "Fourier progress measures. Default: the full 40,000-step reproduction.")
     parser.add_argument("--out", required=True, help="output directory (rerun the same to resume)")
     parser.add_argument("--fast", action="store_true",
                         help="tiny smoke-test setting (p=23, small model, 400 steps; seconds)")
     parser.add_argument("--seeds", default="1",
-                        help="K: train model-init seeds 0..K-1 together with vmap (default 1); or a "
-                             "comma-separated list such as 4,5,6,7 (the first is the default seed)")
+                        help="K: train model-init seeds 0..K-1 together with vmap (default 1); "
+                             "or a comma-separated list such as 4,5,6,7 (the first is the "
+                             "default seed)")
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default 40000)")
     parser.add_argument("--steps-per-call", type=int, default=None,
                         help="steps scanned per compiled call = checkpoint interval (default 100)")
     parser.add_argument("--snapshot-every", type=int, default=None,
-                        help="keep parameters every N steps for the progress measures (default 500)")
+                        help="keep parameters every N steps for the progress measures "
+                             "(default 500)")
     parser.add_argument("--loss", choices=("answers", "all"), default=None,
-                        help="training softmax over the p answer logits ('answers') or over all p + 1, "
-                             "the '=' logit included, as the authors' code ('all'); default: "
+                        help="training softmax over the p answer logits ('answers') or over "
+                             "all p + 1, the '=' logit included, as the authors' code ('all'); "
+                             "default: "
                              f"{'all' if GrokConfig.eq_logit_in_loss else 'answers'}")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--analyse-only", action="store_true",
-                        help="skip training; analyse the history DIR holds (e.g. a run still in progress)")
+                        help="skip training; analyse the history DIR holds (e.g. a run still "
+                             "in progress)")
     return parser
 
 
@@ -115,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     summary = run(cfg, args.out, progress=not args.no_progress, analyse_only=args.analyse_only)
-    keys = ("steps", "train_accuracy", "test_accuracy", "test_loss", "memorization_step", "grok_step",
-            "key_frequencies", "single_frequency_neuron_fraction", "restricted_loss_drop_step",
-            "test_loss_drop_step", "train_wall_time_s", "wall_time_s")
+    keys = ("steps", "train_accuracy", "test_accuracy", "test_loss", "memorization_step",
+            "grok_step", "key_frequencies", "single_frequency_neuron_fraction",
+            "restricted_loss_drop_step", "test_loss_drop_step", "train_wall_time_s",
+            "wall_time_s")
     keys += ("across_seeds",) if len(cfg.seeds) > 1 else ()
     print(json.dumps({k: _jsonable(summary[k]) for k in keys}, indent=1))
     print(f"wrote {os.path.join(args.out, 'summary.json')} and {', '.join(summary['figures'])}")

@@ -8,7 +8,8 @@ betas (0.9, 0.98), 10-step linear warm-up), 40,000 steps.
 
 The training softmax: the authors' ``full_loss`` takes ``model(data)[:, -1]``, all ``p + 1``
 logits with the ``=`` token's, while their analysis reads the ``p`` answer logits. The issue asks
-for 113 classes; ``eq_logit_in_loss`` chooses (see the README for what it changes).
+for 113 classes; ``eq_logit_in_loss`` chooses (``experiments/grokking/README.md`` says what it
+changes).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def check_seeds(seeds: tuple[int, ...]) -> None:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {tuple(seeds)}.")
     if min(seeds) < 0:
-        raise ValueError(f"seeds must be non-negative (each seeds jax.random.key), got {tuple(seeds)}.")
+        raise ValueError(
+            f"seeds must be non-negative (each seeds jax.random.key), got {tuple(seeds)}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,8 @@ class GrokConfig:
             raise ValueError(f"p must be at least 3 (a prime modulus such as 113), got {self.p}.")
         if not 0.0 < self.frac_train < 1.0:
             raise ValueError(f"frac_train must lie in (0, 1), got {self.frac_train}.")
-        for name in ("d_model", "n_heads", "d_head", "d_mlp", "steps", "steps_per_call", "snapshot_every"):
+        for name in ("d_model", "n_heads", "d_head", "d_mlp", "steps", "steps_per_call",
+                     "snapshot_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
         if self.steps % self.steps_per_call:
@@ -85,7 +88,8 @@ class GrokConfig:
                              f"({self.steps_per_call}) so every chunk has the same compiled shape.")
         if self.snapshot_every % self.steps_per_call:
             raise ValueError(f"snapshot_every ({self.snapshot_every}) must be a multiple of "
-                             f"steps_per_call ({self.steps_per_call}): snapshots are taken at chunk ends.")
+                             f"steps_per_call ({self.steps_per_call}): snapshots are taken at "
+                             "chunk ends.")
         check_seeds(self.seeds)
 
     @property
@@ -103,12 +107,15 @@ class GrokConfig:
         return int(self.frac_train * self.p * self.p)
 
     def model_config(self) -> models.GPT2Config:
-        """The paper's model as a :class:`models.GPT2Config` (1 layer, no LayerNorm, ReLU, untied)."""
+        """The paper's model as a :class:`models.GPT2Config`.
+
+        One layer, no LayerNorm, ReLU, learned positions, untied embed/unembed without biases.
+        """
         return models.GPT2Config(
             n_layers=1, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
-            d_mlp=self.d_mlp, d_vocab=self.d_vocab, n_ctx=3, activation="relu",
-            normalization="none", positional="learned", tied_embeddings=False, attn_bias=False,
-            mlp_bias=True, unembed_bias=False)
+            d_mlp=self.d_mlp, d_vocab=self.d_vocab, n_ctx=3, activation=models.Activation.RELU,
+            normalization=models.Norm.NONE, positional=models.Positional.LEARNED,
+            tied_embeddings=False, attn_bias=False, mlp_bias=True, unembed_bias=False)
 
     @classmethod
     def fast(cls, **overrides) -> "GrokConfig":

@@ -24,25 +24,28 @@ class ModAddData:
 
     Attributes:
         p: modulus.
-        train_idx / test_idx: indices into the row-major grid ``a * p + b`` (train in shuffled order).
+        train_idx / test_idx: indices into the row-major grid ``a * p + b`` (train in shuffled
+            order).
     """
 
     p: int
-    train_idx: Int[np.ndarray, "n_train"]
-    test_idx: Int[np.ndarray, "n_test"]
+    train_idx: Int[np.ndarray, " n_train"]
+    test_idx: Int[np.ndarray, " n_test"]
 
     @property
-    def is_train(self) -> Bool[np.ndarray, "n_pairs"]:
+    def is_train(self) -> Bool[np.ndarray, " n_pairs"]:
         mask = np.zeros(self.p * self.p, dtype=bool)
         mask[self.train_idx] = True
         return mask
 
-    def grid(self) -> tuple[Int[np.ndarray, "n_pairs"], Int[np.ndarray, "n_pairs"], Int[np.ndarray, "n_pairs"]]:
+    def grid(self) -> tuple[Int[np.ndarray, " n_pairs"], Int[np.ndarray, " n_pairs"],
+                            Int[np.ndarray, " n_pairs"]]:
         """``(a, b, labels)`` over the whole grid in row-major order."""
         a, b = np.divmod(np.arange(self.p * self.p), self.p)
         return a, b, (a + b) % self.p
 
-    def split(self, which: str) -> tuple[Int[np.ndarray, "n"], Int[np.ndarray, "n"], Int[np.ndarray, "n"]]:
+    def split(self, which: str) -> tuple[Int[np.ndarray, " n"], Int[np.ndarray, " n"],
+                                         Int[np.ndarray, " n"]]:
         """``(a, b, labels)`` of the ``"train"``, ``"test"`` or ``"all"`` pairs."""
         a, b, y = self.grid()
         if which == "all":
@@ -62,6 +65,6 @@ def make_data(p: int, frac_train: float, seed: int) -> ModAddData:
     return ModAddData(p=p, train_idx=order[:n_train], test_idx=order[n_train:])
 
 
-def tokens(a: Int[np.ndarray, "n"], b: Int[np.ndarray, "n"], p: int) -> Int[np.ndarray, "n 3"]:
+def tokens(a: Int[np.ndarray, " n"], b: Int[np.ndarray, " n"], p: int) -> Int[np.ndarray, "n 3"]:
     """Model inputs ``[a, b, =]`` with ``=`` = token ``p``."""
     return np.stack([a, b, np.full_like(a, p)], axis=1).astype(np.int32)

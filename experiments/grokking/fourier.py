@@ -19,7 +19,8 @@ from jaxtyping import Float, Int
 def fourier_basis(p: int) -> Float[np.ndarray, "p p"]:
     """Orthonormal real Fourier basis of functions on ``Z_p`` (rows are basis vectors)."""
     if p % 2 == 0:
-        raise ValueError(f"fourier_basis expects an odd modulus (the task uses a prime), got p={p}.")
+        raise ValueError(
+            f"fourier_basis expects an odd modulus (the task uses a prime), got p={p}.")
     x = np.arange(p)
     rows = [np.ones(p)]
     for k in range(1, p // 2 + 1):
@@ -28,10 +29,12 @@ def fourier_basis(p: int) -> Float[np.ndarray, "p p"]:
     return basis / np.linalg.norm(basis, axis=1, keepdims=True)
 
 
-def fourier_2d(grid_values: Float[np.ndarray, "n_pairs ..."], p: int) -> Float[np.ndarray, "p p ..."]:
+def fourier_2d(grid_values: Float[np.ndarray, "n_pairs ..."],
+               p: int) -> Float[np.ndarray, "p p ..."]:
     """Coefficients in the 2-D basis ``F[f] (x) F[g]`` of values on the ``(a, b)`` grid."""
     if grid_values.shape[0] != p * p:
-        raise ValueError(f"expected p*p = {p * p} grid rows (a * p + b), got shape {grid_values.shape}.")
+        raise ValueError(
+            f"expected p*p = {p * p} grid rows (a * p + b), got shape {grid_values.shape}.")
     F = fourier_basis(p)
     square = grid_values.reshape(p, p, *grid_values.shape[1:])  # a b ...
     return np.einsum("ab...,fa,gb->fg...", square, F, F, optimize=True)  # f g ...
@@ -83,7 +86,7 @@ def neuron_frequency_fractions(acts: Float[np.ndarray, "n_pairs d_mlp"],
 
 
 def key_frequencies(fractions: Float[np.ndarray, "n_freq d_mlp"], threshold: float = 0.85,
-                    min_share: float = 0.02) -> tuple[list[int], Int[np.ndarray, "d_mlp"]]:
+                    min_share: float = 0.02) -> tuple[list[int], Int[np.ndarray, " d_mlp"]]:
     """Key frequencies from neuron clusters, and each neuron's cluster (0 = none).
 
     A neuron belongs to frequency k when k's block explains more than ``threshold`` of its
@@ -100,7 +103,7 @@ def key_frequencies(fractions: Float[np.ndarray, "n_freq d_mlp"], threshold: flo
     return keys, cluster
 
 
-def gini(values: Float[np.ndarray, "n"]) -> float:
+def gini(values: Float[np.ndarray, " n"]) -> float:
     """Gini coefficient of non-negative values (Hurley & Rickard 2009): 0 = flat, -> 1 = sparse.
 
     ``G = 1 - 2 sum_i (c_(i) / |c|_1) (N - i + 1/2) / N`` with ``c`` sorted ascending, i = 1..N.
@@ -113,16 +116,21 @@ def gini(values: Float[np.ndarray, "n"]) -> float:
     return float(1 - 2 * np.sum((c / c.sum()) * (n - i + 0.5) / n))
 
 
-def embed_fourier_norms(W_E: Float[np.ndarray, "d_vocab d_model"], p: int) -> Float[np.ndarray, "p"]:
+def embed_fourier_norms(W_E: Float[np.ndarray, "d_vocab d_model"],
+                        p: int) -> Float[np.ndarray, " p"]:
     """Norm of each Fourier component of the embedding over the input axis (``=`` row dropped)."""
     return np.linalg.norm(fourier_basis(p) @ W_E[:p], axis=1)
 
 
-def neuron_logit_fourier_norms(W_L: Float[np.ndarray, "d_mlp p"], p: int) -> Float[np.ndarray, "p"]:
+def neuron_logit_fourier_norms(W_L: Float[np.ndarray, "d_mlp p"],
+                               p: int) -> Float[np.ndarray, " p"]:
     """Norm of each Fourier component of ``W_L = W_out W_U`` over the logit axis."""
     return np.linalg.norm(W_L @ fourier_basis(p).T, axis=0)
 
 
-def frequency_norms(component_norms: Float[np.ndarray, "p"]) -> Float[np.ndarray, "n_freq"]:
-    """Per-frequency norms ``sqrt(cos_k^2 + sin_k^2)`` from the ``p`` component norms (no constant)."""
+def frequency_norms(component_norms: Float[np.ndarray, " p"]) -> Float[np.ndarray, " n_freq"]:
+    """Per-frequency norms ``sqrt(cos_k^2 + sin_k^2)`` from the ``p`` component norms.
+
+    The constant component (index 0) is left out: it belongs to no frequency.
+    """
     return np.sqrt(component_norms[1::2] ** 2 + component_norms[2::2] ** 2)

@@ -35,15 +35,17 @@ NEURON_POINT = "blocks.0.mlp.hook_post"
 
 
 def grid_logits_and_neurons(model: models.GPT2, params: Params, data: ModAddData
-                            ) -> tuple[Float[np.ndarray, "n_pairs p"], Float[np.ndarray, "n_pairs d_mlp"]]:
+                            ) -> tuple[Float[np.ndarray, "n_pairs p"],
+                                       Float[np.ndarray, "n_pairs d_mlp"]]:
     """Last-position logits over the p classes and MLP neuron activations on every (a, b)."""
     a, b, _ = data.grid()
-    logits, cache = jinterp.run_with_cache(model, params, tokens(a, b, data.p), names=[NEURON_POINT])
+    toks = jnp.asarray(tokens(a, b, data.p))  # n_pairs 3
+    logits, cache = jinterp.run_with_cache(model, params, toks, names=[NEURON_POINT])
     return np.asarray(logits[:, -1, :data.p]), np.asarray(cache[NEURON_POINT][:, -1])
 
 
-def mean_loss(logits: Float[np.ndarray, "n p"], labels: Int[np.ndarray, "n"]) -> float:
-    """Mean high-precision cross-entropy (see :func:`jinterp.experiments.grokking.model.cross_entropy`)."""
+def mean_loss(logits: Float[np.ndarray, "n p"], labels: Int[np.ndarray, " n"]) -> float:
+    """Mean high-precision cross-entropy (see :func:`.model.cross_entropy`)."""
     return float(jnp.mean(cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels))))
 
 
@@ -61,7 +63,8 @@ def restricted_and_excluded(logits: Float[np.ndarray, "n_pairs p"], data: ModAdd
 
 def neuron_logit_map(params: Params, p: int) -> Float[np.ndarray, "d_mlp p"]:
     """``W_L = W_out W_U``: how each neuron writes to the p answer logits."""
-    return np.asarray(params["blocks"]["mlp"]["W_out"][0]) @ np.asarray(params["unembed"]["W_U"])[:, :p]
+    W_out = np.asarray(params["blocks"]["mlp"]["W_out"][0])  # d_mlp d_model
+    return W_out @ np.asarray(params["unembed"]["W_U"])[:, :p]  # d_mlp p
 
 
 def sum_squared_weights(params: Params) -> float:
@@ -86,9 +89,9 @@ class NeuronAnalysis:
 
     key_freqs: list[int]
     fractions: Float[np.ndarray, "n_freq d_mlp"]  # variance share of each frequency per neuron
-    cluster: Int[np.ndarray, "d_mlp"]  # frequency a neuron belongs to (0 = none)
-    firing_rate: Float[np.ndarray, "d_mlp"]  # share of the p^2 inputs with ReLU output > 0
-    output_energy: Float[np.ndarray, "d_mlp"]  # ||W_out[i]||^2 * Var(a_i) over the grid
+    cluster: Int[np.ndarray, " d_mlp"]  # frequency a neuron belongs to (0 = none)
+    firing_rate: Float[np.ndarray, " d_mlp"]  # share of the p^2 inputs with ReLU output > 0
+    output_energy: Float[np.ndarray, " d_mlp"]  # ||W_out[i]||^2 * Var(a_i) over the grid
 
     @property
     def single_frequency_fraction(self) -> float:
@@ -151,12 +154,13 @@ def progress_measures(model: models.GPT2, snapshots: list[Params], data: ModAddD
         logits, _ = grid_logits_and_neurons(model, params, data)
         restricted, excluded = restricted_and_excluded(logits, data, key_freqs)
         W_L = neuron_logit_map(params, data.p)
+        W_E = np.asarray(params["embed"]["W_E"])
         rows.append({
             "train_loss": mean_loss(logits[data.train_idx], labels[data.train_idx]),
             "test_loss": mean_loss(logits[data.test_idx], labels[data.test_idx]),
             "restricted_loss": restricted,
             "excluded_loss": excluded,
-            "gini_W_E": fourier.gini(fourier.embed_fourier_norms(np.asarray(params["embed"]["W_E"]), data.p)),
+            "gini_W_E": fourier.gini(fourier.embed_fourier_norms(W_E, data.p)),
             "gini_W_L": fourier.gini(fourier.neuron_logit_fourier_norms(W_L, data.p)),
             "sum_squared_weights": sum_squared_weights(params),
         })

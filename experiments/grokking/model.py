@@ -26,9 +26,10 @@ Params = dict
 def init_params(cfg: GrokConfig, key: jax.Array) -> Params:
     """The authors' initialisation in the GPT-2 port's layout.
 
-    ``W_E``, ``W_pos``, ``W_Q/K/V``, ``W_O``, ``W_in`` and ``W_out`` are ``N(0, 1) / sqrt(d_model)``;
-    ``W_U`` is ``N(0, 1) / sqrt(d_vocab)``; MLP biases start at zero. (The port's own ``init``
-    uses GPT-2's ``N(0, 0.02)``, which changes how fast the model memorises.)
+    ``W_E``, ``W_pos``, ``W_Q/K/V``, ``W_O``, ``W_in`` and ``W_out`` are
+    ``N(0, 1) / sqrt(d_model)``; ``W_U`` is ``N(0, 1) / sqrt(d_vocab)``; MLP biases start at
+    zero. (The port's own ``init`` uses GPT-2's ``N(0, 0.02)``, which changes how fast the model
+    memorises.)
     """
     D, H, Dh, M, V = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp, cfg.d_vocab
     k = iter(jax.random.split(key, 9))
@@ -44,7 +45,7 @@ def init_params(cfg: GrokConfig, key: jax.Array) -> Params:
 
 
 def last_logits(params: Params, tokens: Int[Array, "batch 3"]) -> Float[Array, "batch d_vocab"]:
-    """Logits at the last position of the 1-layer, no-LayerNorm GPT-2 (equal to ``GPT2(...)[:, -1]``).
+    """Logits at the last position of the 1-layer, no-LayerNorm GPT-2: ``GPT2(...)[:, -1]``.
 
     Same maths as :class:`models.GPT2` with ``attn_bias=False``, ``normalization='none'``: causal
     attention from the last position over all three, ReLU MLP, untied unembedding. Queries, keys
@@ -55,8 +56,10 @@ def last_logits(params: Params, tokens: Int[Array, "batch 3"]) -> Float[Array, "
     attn, mlp = params["blocks"]["attn"], params["blocks"]["mlp"]
     W_Q, W_K, W_V, W_O = (attn[n][0] for n in ("W_Q", "W_K", "W_V", "W_O"))
     n_pos = tokens.shape[1]
-    table = params["embed"]["W_E"][None] + params["pos_embed"]["W_pos"][:n_pos, None]  # pos d_vocab d_model
-    q_table = jnp.einsum("vd,hde->vhe", table[-1], W_Q) / math.sqrt(W_Q.shape[-1])  # d_vocab n_heads d_head
+    W_E, W_pos = params["embed"]["W_E"], params["pos_embed"]["W_pos"]
+    table = W_E[None] + W_pos[:n_pos, None]  # pos d_vocab d_model
+    q_table = jnp.einsum("vd,hde->vhe", table[-1], W_Q)  # d_vocab n_heads d_head
+    q_table = q_table / math.sqrt(W_Q.shape[-1])
     k_table = jnp.einsum("pvd,hde->pvhe", table, W_K)  # pos d_vocab n_heads d_head
     v_table = jnp.einsum("pvd,hde->pvhe", table, W_V)  # pos d_vocab n_heads d_head
     pos = jnp.arange(n_pos)
@@ -65,13 +68,14 @@ def last_logits(params: Params, tokens: Int[Array, "batch 3"]) -> Float[Array, "
     pattern = jax.nn.softmax(scores, axis=1)  # the last query sees every key: no mask needed
     z = jnp.einsum("bph,bphe->bhe", pattern, v_table[pos, tokens])  # batch n_heads d_head
     resid = table[-1, tokens[:, -1]] + jnp.einsum("bhe,hed->bd", z, W_O)  # batch d_model
-    post = jax.nn.relu(resid @ mlp["W_in"][0] + mlp["b_in"][0])  # batch d_mlp
-    resid = resid + post @ mlp["W_out"][0] + mlp["b_out"][0]  # batch d_model
+    post = jax.nn.relu(resid @ mlp["W_in"][0] + mlp["b_in"][0][None, :])  # batch d_mlp
+    resid = resid + post @ mlp["W_out"][0] + mlp["b_out"][0][None, :]  # batch d_model
     return resid @ params["unembed"]["W_U"]  # batch d_vocab
 
 
 @jax.custom_vjp
-def cross_entropy(logits: Float[Array, "batch n_classes"], labels: Int[Array, "batch"]) -> Float[Array, "batch"]:
+def cross_entropy(logits: Float[Array, "batch n_classes"],
+                  labels: Int[Array, " batch"]) -> Float[Array, " batch"]:
     """Per-example cross-entropy whose value *and gradient* stay accurate far below 1e-7 in float32.
 
     Why: once the model is confident, the loss ``-log softmax(l)_c`` is ~1e-7 or smaller. A
@@ -103,14 +107,15 @@ def _cross_entropy_fwd(logits, labels):
 def _cross_entropy_bwd(residuals, g):
     d, loss, labels = residuals
     is_label = jnp.arange(d.shape[-1])[None, :] == labels[:, None]  # batch n_classes
-    grad = jnp.where(is_label, jnp.expm1(-loss)[:, None], jnp.exp(d - loss[:, None]))  # softmax - onehot
+    # softmax - onehot, batch n_classes
+    grad = jnp.where(is_label, jnp.expm1(-loss)[:, None], jnp.exp(d - loss[:, None]))
     return g[:, None] * grad, None
 
 
 cross_entropy.defvjp(_cross_entropy_fwd, _cross_entropy_bwd)
 
 
-def loss_and_accuracy(params: Params, tokens: Int[Array, "batch 3"], labels: Int[Array, "batch"],
+def loss_and_accuracy(params: Params, tokens: Int[Array, "batch 3"], labels: Int[Array, " batch"],
                       n_classes: int) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """Mean cross-entropy and accuracy over the first ``n_classes`` logits.
 

@@ -1,4 +1,4 @@
-"""PNG figures of the grokking study: loss curves with phases, Fourier spectra, neurons, progress measures."""
+"""PNG figures of the grokking study: loss curves, Fourier spectra, neurons, progress measures."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import fourier  # noqa: E402
-from .measures import NEAR_LINEAR_FIRING_RATE  # noqa: E402
+from .measures import NEAR_LINEAR_FIRING_RATE, neuron_logit_map  # noqa: E402
 
 
 def _phase_lines(ax, summary: dict) -> None:
@@ -28,10 +28,12 @@ def loss_curves(path: str, summary: dict, curves: dict) -> None:
     """Train loss every step, train/test loss at chunk ends, log-scale, with phase lines."""
     fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.2))
     steps = np.arange(curves["train_loss_per_step"].size)
-    ax.plot(steps, curves["train_loss_per_step"], lw=0.6, color="tab:blue", alpha=0.5, label="train (per step)")
+    ax.plot(steps, curves["train_loss_per_step"], lw=0.6, color="tab:blue", alpha=0.5,
+            label="train (per step)")
     ax.plot(curves["eval_steps"], curves["eval_train_loss"], color="tab:blue", label="train")
     ax.plot(curves["eval_steps"], curves["eval_test_loss"], color="tab:purple", label="test")
-    ax.set(yscale="log", xlabel="step", ylabel="cross-entropy", title=f"Grokking, seed {summary['seed']}")
+    ax.set(yscale="log", xlabel="step", ylabel="cross-entropy",
+           title=f"Grokking, seed {summary['seed']}")
     _phase_lines(ax, summary)
     ax.legend(fontsize=8)
     ax_acc.plot(curves["eval_steps"], curves["eval_train_acc"], label="train")
@@ -47,19 +49,22 @@ def loss_curves(path: str, summary: dict, curves: dict) -> None:
 def fourier_spectra(path: str, summary: dict, params, curves: dict, p: int) -> None:
     """Per-frequency norms of W_E and W_L = W_out W_U, and neuron cluster sizes, final model."""
     W_E = np.asarray(params["embed"]["W_E"])
-    W_L = np.asarray(params["blocks"]["mlp"]["W_out"][0]) @ np.asarray(params["unembed"]["W_U"])[:, :p]
+    W_L = neuron_logit_map(params, p)  # d_mlp p
     freqs = np.arange(1, p // 2 + 1)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = [(fourier.frequency_norms(fourier.embed_fourier_norms(W_E, p)), "W_E: norm per frequency"),
-              (fourier.frequency_norms(fourier.neuron_logit_fourier_norms(W_L, p)), "W_L = W_out W_U: norm per frequency")]
+    panels = [(fourier.frequency_norms(fourier.embed_fourier_norms(W_E, p)),
+               "W_E: norm per frequency"),
+              (fourier.frequency_norms(fourier.neuron_logit_fourier_norms(W_L, p)),
+               "W_L = W_out W_U: norm per frequency")]
     keys = set(summary["key_frequencies"])
     for ax, (values, title) in zip(axes, panels):
         ax.bar(freqs, values, color=["tab:red" if k in keys else "tab:gray" for k in freqs])
         ax.set(xlabel="frequency k", title=title)
     counts = np.bincount(curves["neuron_cluster"], minlength=p // 2 + 1)[1:]
     axes[2].bar(freqs, counts, color="tab:red")
+    fraction = summary["single_frequency_neuron_fraction"]
     axes[2].set(xlabel="frequency k", ylabel="neurons",
-                title=f"neurons with >85% variance in k ({summary['single_frequency_neuron_fraction']:.1%})")
+                title=f"neurons with >85% variance in k ({fraction:.1%})")
     fig.suptitle(f"Fourier spectra (key frequencies in red: {sorted(keys)})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -119,7 +124,8 @@ def seeds_overview(path: str, per_seed: list[dict], curves: list[dict]) -> None:
     """Test loss of every seed trained in the same vmapped run."""
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for result, curve in zip(per_seed, curves):
-        ax.plot(curve["eval_steps"], curve["eval_test_loss"], label=f"seed {result['seed']}: keys {result['key_frequencies']}")
+        ax.plot(curve["eval_steps"], curve["eval_test_loss"],
+                label=f"seed {result['seed']}: keys {result['key_frequencies']}")
     ax.set(yscale="log", xlabel="step", ylabel="test loss", title="Seeds trained together (vmap)")
     ax.legend(fontsize=8)
     fig.tight_layout()

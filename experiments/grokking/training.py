@@ -1,4 +1,4 @@
-"""Full-batch AdamW training: ``lax.scan`` chunks, several seeds at once with ``vmap``, exact resume.
+"""Full-batch AdamW training: ``lax.scan`` chunks, seeds at once with ``vmap``, exact resume.
 
 The training state is one pytree ``{"params", "opt_state", "step"}`` whose every leaf has a
 leading ``seed`` axis; one compiled call runs ``steps_per_call`` steps of every seed
@@ -48,7 +48,8 @@ def make_optimizer(cfg: GrokConfig) -> optax.GradientTransformation:
     def schedule(count):
         return cfg.lr * jnp.minimum(count / cfg.warmup_steps, 1.0)
 
-    return optax.adamw(schedule, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return optax.adamw(schedule, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
+                       weight_decay=cfg.weight_decay)
 
 
 def init_state(cfg: GrokConfig) -> TrainState:
@@ -67,7 +68,8 @@ def device_data(cfg: GrokConfig, data: ModAddData) -> dict[str, jax.Array]:
     out = {}
     for which in ("train", "test"):
         a, b, y = data.split(which)
-        out[f"{which}_tokens"], out[f"{which}_labels"] = jnp.asarray(tokens(a, b, cfg.p)), jnp.asarray(y)
+        out[f"{which}_tokens"] = jnp.asarray(tokens(a, b, cfg.p))
+        out[f"{which}_labels"] = jnp.asarray(y)
     return out
 
 
@@ -141,9 +143,11 @@ def _check_config(cfg: GrokConfig, out_dir: str) -> None:
         with open(path) as f:
             found = json.load(f)
         if found != wanted:
-            diff = {k: (found.get(k), wanted.get(k)) for k in wanted if found.get(k) != wanted.get(k)}
-            raise ValueError(f"{out_dir} holds a run with a different config {diff} (saved, requested); "
-                             "use a new --out directory or the saved options to resume.")
+            diff = {k: (found.get(k), wanted.get(k)) for k in wanted
+                    if found.get(k) != wanted.get(k)}
+            raise ValueError(f"{out_dir} holds a run with a different config {diff} (saved, "
+                             "requested); use a new --out directory or the saved options to "
+                             "resume.")
     else:
         with open(path, "w") as f:
             json.dump(wanted, f, indent=1)
@@ -188,13 +192,15 @@ def train(cfg: GrokConfig, out_dir: str, *, progress: bool = True,
             init_eval = jax.vmap(evaluate, in_axes=(0, None, None))(state["params"], batch,
                                                                     cfg.loss_classes)
             _write_chunk(hist(0), 0, init_eval, state["params"])
-        bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step", desc="grokking")
+        bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
+                   desc="grokking")
         done, seconds = 0, _read_seconds(out_dir)
         while start < cfg.steps and (max_chunks is None or done < max_chunks):
             tic = time.perf_counter()
             state, metrics = chunk_fn(state, batch)
             start += cfg.steps_per_call
-            snap = state["params"] if start % cfg.snapshot_every == 0 or start == cfg.steps else None
+            keep = start % cfg.snapshot_every == 0 or start == cfg.steps
+            snap = state["params"] if keep else None
             _write_chunk(hist(start), start, metrics, snap)
             ckpt.save(start, state)
             seconds += time.perf_counter() - tic
@@ -220,7 +226,8 @@ def load_history(out_dir: str) -> dict[str, Any]:
     files = sorted(glob.glob(os.path.join(out_dir, "history", "chunk_*.npz")))
     if not files:
         raise FileNotFoundError(f"no training history in {out_dir}/history; train first.")
-    per_step, evals, eval_steps, snaps, snap_steps = {"train_loss": [], "train_acc": []}, {}, [], [], []
+    per_step = {"train_loss": [], "train_acc": []}
+    evals, eval_steps, snaps, snap_steps = {}, [], [], []
     for path in files:
         with np.load(path, allow_pickle=False) as f:
             step = int(f["end_step"])

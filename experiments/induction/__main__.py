@@ -1,4 +1,4 @@
-"""``python -m jinterp.experiments.induction --out DIR``: see :mod:`jinterp.experiments.induction.cli`."""
+"""``python -m jinterp.experiments.induction --out DIR``: see :mod:`.cli`."""
 
 from jinterp.experiments.induction.cli import main
 

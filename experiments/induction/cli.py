@@ -1,4 +1,4 @@
-"""Command line: ``python -m jinterp.experiments.induction --out DIR [--fast] [--steps N] [--seed S]``.
+"""Command line: ``python -m jinterp.experiments.induction --out DIR [--fast] [--steps N]``.
 
 Writes ``DIR/summary.json``, ``DIR/config.json``, the PNG figures and orbax checkpoints under
 ``DIR/checkpoints`` (re-running the same command after an interruption resumes exactly; a
@@ -23,13 +23,17 @@ from jinterp.experiments.induction.study import StudyConfig, run_study
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m jinterp.experiments.induction",
-        description="Induction heads in a 2-layer attention-only transformer trained on repeated random "
-                    "subsequences (phase change, per-head scores, OV copying, K-composition, patching), "
-                    "with a 1-layer control.")
-    parser.add_argument("--out", required=True, help="output directory (figures, summary.json, checkpoints)")
-    parser.add_argument("--fast", action="store_true", help="tiny model and few steps (seconds; for tests)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model (default: 2500; fast: 120)")
-    parser.add_argument("--seed", type=int, default=0, help="PRNG seed for init and data (default: 0)")
+        description="Induction heads in a 2-layer attention-only transformer trained on repeated "
+                    "random subsequences (phase change, per-head scores, OV copying, "
+                    "K-composition, patching), with a 1-layer control.")
+    parser.add_argument("--out", required=True,
+                        help="output directory (figures, summary.json, checkpoints)")
+    parser.add_argument("--fast", action="store_true",
+                        help="tiny model and few steps (seconds; for tests)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per model (default: 2500; fast: 120)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="PRNG seed for init and data (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser.parse_args(argv)
 
@@ -45,8 +49,9 @@ def _check_same_training(path: str, config: dict) -> None:
         with open(path) as f:
             saved = json.load(f)
         if saved.get("train") != config["train"]:
-            raise SystemExit(f"{path} holds a different training configuration than this command; its "
-                             "checkpoints would be resumed with the wrong settings. Use a fresh --out directory.")
+            raise SystemExit(f"{path} holds a different training configuration than this "
+                             "command; its checkpoints would be resumed with the wrong settings. "
+                             "Use a fresh --out directory.")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     bars = []
 
     def make_progress(label: str, total: int):
-        bar = tqdm(total=total, desc=f"train {label}", unit="step", disable=args.no_progress, file=sys.stderr)
+        bar = tqdm(total=total, desc=f"train {label}", unit="step", disable=args.no_progress,
+                   file=sys.stderr)
         bars.append(bar)
 
         def progress(done: int, state: dict) -> None:
@@ -74,10 +80,11 @@ def main(argv: list[str] | None = None) -> dict:
     summary, arrays = run_study(cfg, args.out, make_progress)
     for bar in bars:
         bar.close()
-    summary["figures"] = [os.path.basename(p) for p in all_figures(arrays, summary, cfg.window, args.out)]
+    figures = all_figures(arrays, summary, cfg.window, args.out)
+    summary["figures"] = [os.path.basename(p) for p in figures]
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    print(json.dumps({k: summary[k] for k in ("phase_change_step", "induction_heads", "induction_scores",
-                                               "previous_token_heads", "previous_token_scores",
-                                               "one_layer_final_loss", "two_layer_final_loss", "runtime_s")}))
+    keys = ("phase_change_step", "induction_heads", "induction_scores", "previous_token_heads",
+            "previous_token_scores", "one_layer_final_loss", "two_layer_final_loss", "runtime_s")
+    print(json.dumps({k: summary[k] for k in keys}))
     return summary

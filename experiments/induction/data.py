@@ -48,15 +48,17 @@ class DataConfig:
     def __post_init__(self):
         for field in ("d_vocab", "n_ctx", "subseq_len", "batch_size"):
             if getattr(self, field) <= 0:
-                raise ValueError(f"DataConfig.{field} must be positive, got {getattr(self, field)}.")
+                raise ValueError(
+                    f"DataConfig.{field} must be positive, got {getattr(self, field)}.")
         if self.n_repeats < 2:
             raise ValueError(f"n_repeats must be >= 2 (one copy to learn from, one to predict); "
                              f"got {self.n_repeats}.")
         if self.subseq_len < 2:
-            raise ValueError(f"subseq_len must be >= 2 so a copy has a predictable token; got {self.subseq_len}.")
+            raise ValueError("subseq_len must be >= 2 so a copy has a predictable token; got "
+                             f"{self.subseq_len}.")
         if self.n_repeats * self.subseq_len > self.n_ctx:
-            raise ValueError(f"{self.n_repeats} copies of {self.subseq_len} tokens do not fit in n_ctx="
-                             f"{self.n_ctx}; lower n_repeats/subseq_len or raise n_ctx.")
+            raise ValueError(f"{self.n_repeats} copies of {self.subseq_len} tokens do not fit in "
+                             f"n_ctx={self.n_ctx}; lower n_repeats/subseq_len or raise n_ctx.")
 
     @property
     def n_filler(self) -> int:
@@ -65,7 +67,8 @@ class DataConfig:
 
 
 def draw(key: jax.Array, cfg: DataConfig, batch_size: int
-         ) -> tuple[Int[Array, "batch pos"], Int[Array, "batch subseq"], Int[Array, "batch n_repeats"]]:
+         ) -> tuple[Int[Array, "batch pos"], Int[Array, "batch subseq"],
+                    Int[Array, "batch n_repeats"]]:
     """The random ingredients of a batch: filler tokens, the subsequence, sorted cut points.
 
     One ``randint`` call with a per-column upper bound draws all three (XLA compiles each
@@ -74,8 +77,12 @@ def draw(key: jax.Array, cfg: DataConfig, batch_size: int
     overlap and every layout is reachable (see :func:`copy_starts`).
     """
     n_tok = cfg.n_ctx + cfg.subseq_len
-    upper = jnp.concatenate([jnp.full((n_tok,), cfg.d_vocab), jnp.full((cfg.n_repeats,), cfg.n_filler + 1)])
-    u = jax.random.randint(key, (batch_size, n_tok + cfg.n_repeats), 0, upper)  # batch n_tok+n_repeats
+    upper = jnp.concatenate([jnp.full((n_tok,), cfg.d_vocab),
+                             jnp.full((cfg.n_repeats,), cfg.n_filler + 1)])  # n_tok+n_repeats
+    # randint broadcasts maxval to the sample's rank itself, but combines it with an unbroadcast
+    # copy, which strict rank promotion rejects; a [1, n] bound gives the same bits and values.
+    u = jax.random.randint(key, (batch_size, n_tok + cfg.n_repeats), 0,
+                           upper[None, :])  # batch n_tok+n_repeats
     return u[:, : cfg.n_ctx], u[:, cfg.n_ctx: n_tok], jnp.sort(u[:, n_tok:], axis=-1)
 
 
@@ -84,8 +91,8 @@ def copy_starts(cuts: Int[Array, "... n_repeats"], cfg: DataConfig) -> Int[Array
     return cuts + jnp.arange(cfg.n_repeats) * cfg.subseq_len
 
 
-def layout(starts: Int[Array, "n_repeats"], cfg: DataConfig
-           ) -> tuple[Int[Array, "pos"], Bool[Array, "pos"], Bool[Array, "pos_m1"]]:
+def layout(starts: Int[Array, " n_repeats"], cfg: DataConfig
+           ) -> tuple[Int[Array, " pos"], Bool[Array, " pos"], Bool[Array, " pos_m1"]]:
     """Where the copies lie: ``(offset into the subsequence, in-a-copy, predictable target)``.
 
     ``predictable[t]`` (length ``n_ctx - 1``, aligned with the logits at position ``t``) says
@@ -95,12 +102,14 @@ def layout(starts: Int[Array, "n_repeats"], cfg: DataConfig
     offset = pos[None, :] - starts[:, None]  # n_repeats pos
     inside = (offset >= 0) & (offset < cfg.subseq_len)  # n_repeats pos
     offset_at = jnp.sum(jnp.where(inside, offset, 0), axis=0)  # pos (copies never overlap)
-    same_later_copy = (offset[1:, :-1] >= 0) & (offset[1:, :-1] < cfg.subseq_len - 1)  # n_repeats-1 pos-1
+    later = offset[1:, :-1]  # n_repeats-1 pos-1: offsets into the later copies
+    same_later_copy = (later >= 0) & (later < cfg.subseq_len - 1)  # n_repeats-1 pos-1
     return offset_at, inside.any(axis=0), same_later_copy.any(axis=0)
 
 
-def assemble(filler: Int[Array, "pos"], subseq: Int[Array, "subseq"], cuts: Int[Array, "n_repeats"],
-             cfg: DataConfig) -> tuple[Int[Array, "pos"], Bool[Array, "pos_m1"]]:
+def assemble(filler: Int[Array, " pos"], subseq: Int[Array, " subseq"],
+             cuts: Int[Array, " n_repeats"],
+             cfg: DataConfig) -> tuple[Int[Array, " pos"], Bool[Array, " pos_m1"]]:
     """One sequence (the subsequence written over the filler at each copy) and its mask."""
     offset, in_copy, predictable = layout(copy_starts(cuts, cfg), cfg)
     return jnp.where(in_copy, subseq[offset], filler), predictable
@@ -113,12 +122,13 @@ def sample_batch(key: jax.Array, cfg: DataConfig, batch_size: int | None = None
     return jax.vmap(lambda f, s, c: assemble(f, s, c, cfg))(*draw(key, cfg, n))
 
 
-def repeated_tokens(key: jax.Array, d_vocab: int, half_len: int, batch_size: int) -> Int[Array, "batch pos"]:
+def repeated_tokens(key: jax.Array, d_vocab: int, half_len: int,
+                    batch_size: int) -> Int[Array, "batch pos"]:
     """The standard probe for induction heads: ``r r`` for a random ``r`` of ``half_len`` tokens.
 
     On the second copy, the token after the current token's earlier occurrence sits exactly
-    ``half_len - 1`` positions back, which is what :func:`~jinterp.experiments.induction.scores.induction_score`
-    reads off the attention pattern.
+    ``half_len - 1`` positions back, which is what
+    :func:`~jinterp.experiments.induction.scores.induction_score` reads off the attention pattern.
     """
     half = jax.random.randint(key, (batch_size, half_len), 0, d_vocab)
     return jnp.concatenate([half, half], axis=1)

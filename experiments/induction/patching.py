@@ -25,7 +25,7 @@ reference that the tests compare against.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +38,8 @@ MakeHooks = Callable[[Bool[Array, "layer n_heads"], Array | None], dict]
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def repeated_loss(logits: Float[Array, "batch pos d_vocab"], tokens: Int[Array, "batch pos"], half_len: int
-                  ) -> Float[Array, ""]:
+def repeated_loss(logits: Float[Array, "batch pos d_vocab"], tokens: Int[Array, "batch pos"],
+                  half_len: int) -> Float[Array, ""]:
     """Mean cross-entropy on the predictable targets of the second copy of ``r r``."""
     q = jnp.arange(half_len, 2 * half_len - 1)  # queries whose next token is known in context
     logp = jax.nn.log_softmax(logits[:, q].astype(jnp.float32), axis=-1)  # batch n_q d_vocab
@@ -63,13 +63,15 @@ def ablate_heads(mask: Bool[Array, "layer n_heads"], source=None) -> dict:
     return {f"blocks.{l}.{Z}": jinterp.ZeroAblate(head=mask[l]) for l in range(mask.shape[0])}
 
 
-def patch_heads(mask: Bool[Array, "layer n_heads"], source: Float[Array, "layer batch pos n_heads d_head"]) -> dict:
+def patch_heads(mask: Bool[Array, "layer n_heads"],
+                source: Float[Array, "layer batch pos n_heads d_head"]) -> dict:
     """Hooks that overwrite the masked heads' ``hook_z`` with ``source`` (another run's)."""
     return {f"blocks.{l}.{Z}": jinterp.Patch(source[l], head=mask[l]) for l in range(mask.shape[0])}
 
 
 @functools.partial(jax.jit, static_argnames=("model", "half_len", "make_hooks"))
-def head_sweep(model, params, tokens: Int[Array, "batch pos"], half_len: int, make_hooks: MakeHooks,
+def head_sweep(model, params, tokens: Int[Array, "batch pos"], half_len: int,
+               make_hooks: MakeHooks,
                source: Array | None = None) -> Float[Array, "layer n_heads"]:
     """Loss with ``make_hooks(mask, source)`` applied, for every one-hot head mask: one program.
 
@@ -85,7 +87,8 @@ def head_sweep(model, params, tokens: Int[Array, "batch pos"], half_len: int, ma
     return jax.vmap(one)(masks).reshape(model.n_layers, model.config.n_heads)
 
 
-def head_sweep_loop(model, params, tokens: Int[Array, "batch pos"], half_len: int, make_hooks: MakeHooks,
+def head_sweep_loop(model, params, tokens: Int[Array, "batch pos"], half_len: int,
+                    make_hooks: MakeHooks,
                     source: Array | None = None) -> Float[Array, "layer n_heads"]:
     """Reference for :func:`head_sweep`: one separate forward pass per head, in a Python loop."""
     losses = []
@@ -96,14 +99,16 @@ def head_sweep_loop(model, params, tokens: Int[Array, "batch pos"], half_len: in
 
 
 def head_outputs(model, params, tokens: Int[Array, "batch pos"]
-                 ) -> tuple[Float[Array, "batch pos d_vocab"], Float[Array, "layer batch pos n_heads d_head"]]:
+                 ) -> tuple[Float[Array, "batch pos d_vocab"],
+                            Float[Array, "layer batch pos n_heads d_head"]]:
     """Logits and every layer's ``attn.hook_z``."""
     logits, cache = jinterp.run_with_cache(model, params, tokens, names=lambda n: n.endswith(Z))
     return logits, cache.stack(Z)
 
 
-def patching_analysis(model, params, clean: Int[Array, "batch pos"], corrupted: Int[Array, "batch pos"],
-                      half_len: int, sweep=head_sweep) -> dict[str, Array]:
+def patching_analysis(model, params, clean: Int[Array, "batch pos"],
+                      corrupted: Int[Array, "batch pos"], half_len: int,
+                      sweep=head_sweep) -> dict[str, Array]:
     """All three sweeps and their baselines (see module docstring).
 
     Returns:
@@ -112,7 +117,8 @@ def patching_analysis(model, params, clean: Int[Array, "batch pos"], corrupted: 
         ``[layer, n_heads]``.
     """
     if clean.shape != corrupted.shape:
-        raise ValueError(f"clean {clean.shape} and corrupted {corrupted.shape} inputs must have the same shape.")
+        raise ValueError(f"clean {clean.shape} and corrupted {corrupted.shape} inputs must have "
+                         "the same shape.")
     clean_logits, clean_z = head_outputs(model, params, clean)
     corrupted_logits, corrupted_z = head_outputs(model, params, corrupted)
     clean_loss = repeated_loss(clean_logits, clean, half_len)

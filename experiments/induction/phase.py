@@ -6,10 +6,10 @@ median of the smoothed curve over the first ``plateau_frac`` of training and the
 as its last value. Unless the final level is below ``max_final_frac`` (default half) of the
 plateau there is no phase change (``None``): the one-layer control does lower its loss on
 repeated tokens by about a nat, gradually, by raising every token already in the context
-(in-context unigram copying), but only an induction circuit takes it far below. Otherwise the phase change step is the first step at
-which the smoothed loss crosses the midpoint between the two levels; the drop starts where it
-first falls 10% of the way and ends where it is 90% of the way down (its width is the
-"sharpness" reported next to the step).
+(in-context unigram copying), but only an induction circuit takes it far below. Otherwise the
+phase change step is the first step at which the smoothed loss crosses the midpoint between the
+two levels; the drop starts where it first falls 10% of the way and ends where it is 90% of the
+way down (its width is the "sharpness" reported next to the step).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class PhaseChange:
         return self.end - self.start
 
 
-def smooth(x: Float[np.ndarray, "step"], window: int) -> Float[np.ndarray, "step"]:
+def smooth(x: Float[np.ndarray, " step"], window: int) -> Float[np.ndarray, " step"]:
     """Trailing moving average (shorter windows at the start, so no lag is invented there)."""
     x = np.asarray(x, np.float64)
     if window < 1:
@@ -51,12 +51,13 @@ def _first_below(curve: np.ndarray, level: float) -> int:
     return int(below[0]) + 1  # step count after which the loss is below the level
 
 
-def find_phase_change(loss: Float[np.ndarray, "step"], window: int = 50, plateau_frac: float = 0.1,
+def find_phase_change(loss: Float[np.ndarray, " step"], window: int = 50, plateau_frac: float = 0.1,
                       max_final_frac: float = 0.5) -> PhaseChange | None:
     """The phase change of ``loss`` (one value per step) by the rule in the module docstring."""
     loss = np.asarray(loss, np.float64)
     if loss.ndim != 1 or len(loss) < 2:
-        raise ValueError(f"loss must be a 1-D per-step curve with >= 2 steps; got shape {loss.shape}.")
+        raise ValueError(
+            f"loss must be a 1-D per-step curve with >= 2 steps; got shape {loss.shape}.")
     curve = smooth(loss, window)
     plateau = float(np.median(curve[: max(1, int(plateau_frac * len(curve)))]))
     final = float(curve[-1])

@@ -27,7 +27,8 @@ def loss_curves(a: dict, window: int, out_dir: str) -> str:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     steps = np.arange(1, len(a["history2"]) + 1)
     for column, style in (("loss_predictable", "-"), ("loss_random", "--"), ("loss", ":")):
-        left.plot(steps, smooth(a["history2"][:, METRICS.index(column)], window), style, label=column)
+        curve = smooth(a["history2"][:, METRICS.index(column)], window)
+        left.plot(steps, curve, style, label=column)
     phase = a["phase2"]
     if phase is not None:
         left.axvspan(phase.start, phase.end, color="orange", alpha=0.2, label="drop (10%-90%)")
@@ -54,7 +55,8 @@ def _heatmap(ax, values: np.ndarray, title: str) -> None:
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)
     for (l, h), v in np.ndenumerate(values):
-        ax.text(h, l, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k", fontsize=8)
+        ax.text(h, l, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.6 else "k",
+                fontsize=8)
     plt.colorbar(im, ax=ax, fraction=0.046)
 
 
@@ -105,8 +107,10 @@ def patching(a: dict, out_dir: str) -> str:
     p = a["patching"]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     _bars(axes[0], p["ablation_increase"], "zero-ablate head (clean r r)", "loss increase (nats)")
-    _bars(axes[1], p["noising_increase"], "patch corrupted head into clean run", "loss increase (nats)")
-    _bars(axes[2], p["denoising_recovery"], "patch clean head into corrupted run", "fraction of loss gap recovered")
+    _bars(axes[1], p["noising_increase"], "patch corrupted head into clean run",
+          "loss increase (nats)")
+    _bars(axes[2], p["denoising_recovery"], "patch clean head into corrupted run",
+          "fraction of loss gap recovered")
     return _save(fig, out_dir, "patching.png")
 
 
@@ -122,12 +126,14 @@ def composition(a: dict, baseline: float, out_dir: str) -> str:
     for (w, r), v in np.ndenumerate(a["kcomp"]):
         left.text(r, w, f"{v:.2f}", ha="center", va="center", color="c", fontsize=8)
     plt.colorbar(im, ax=left, fraction=0.046)
-    _bars(right, a["copying"], "OV copying score: sum(eig) / sum(|eig|) of W_E W_V W_O W_U", "score")
+    _bars(right, a["copying"], "OV copying score: sum(eig) / sum(|eig|) of W_E W_V W_O W_U",
+          "score")
     right.set_ylim(-1, 1)
     return _save(fig, out_dir, "composition.png")
 
 
 def all_figures(a: dict, summary: dict, window: int, out_dir: str) -> list[str]:
     """Writes every figure; returns their paths."""
-    return [loss_curves(a, window, out_dir), head_scores(a, out_dir), score_trajectories(a, window, out_dir),
-            patching(a, out_dir), composition(a, summary["k_composition_random_baseline"], out_dir)]
+    return [loss_curves(a, window, out_dir), head_scores(a, out_dir),
+            score_trajectories(a, window, out_dir), patching(a, out_dir),
+            composition(a, summary["k_composition_random_baseline"], out_dir)]

@@ -30,7 +30,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 import jinterp
 
@@ -39,11 +39,12 @@ PATTERN = "attn.hook_pattern"
 
 def _check_pattern(pattern: Array, half_len: int | None = None) -> None:
     if pattern.ndim < 2 or pattern.shape[-1] != pattern.shape[-2]:
-        raise ValueError(f"Expected attention patterns [..., q_pos, k_pos] with q_pos == k_pos; got shape "
-                         f"{pattern.shape}.")
+        raise ValueError("Expected attention patterns [..., q_pos, k_pos] with q_pos == k_pos; "
+                         f"got shape {pattern.shape}.")
     if half_len is not None and pattern.shape[-1] != 2 * half_len:
-        raise ValueError(f"The r r probe with half_len={half_len} has {2 * half_len} positions but the "
-                         f"pattern has {pattern.shape[-1]}; pass the half_len the probe was built with.")
+        raise ValueError(f"The r r probe with half_len={half_len} has {2 * half_len} positions "
+                         f"but the pattern has {pattern.shape[-1]}; pass the half_len the probe "
+                         "was built with.")
 
 
 def induction_score(pattern: Float[Array, "... batch n_heads q_pos k_pos"], half_len: int
@@ -55,7 +56,8 @@ def induction_score(pattern: Float[Array, "... batch n_heads q_pos k_pos"], half
     return picked.mean(axis=(-1, -3))
 
 
-def previous_token_score(pattern: Float[Array, "... batch n_heads q_pos k_pos"]) -> Float[Array, "... n_heads"]:
+def previous_token_score(pattern: Float[Array, "... batch n_heads q_pos k_pos"]
+                         ) -> Float[Array, "... n_heads"]:
     """Mean attention to ``q - 1`` over queries ``q >= 1``."""
     _check_pattern(pattern)
     q = jnp.arange(1, pattern.shape[-1])
@@ -67,15 +69,20 @@ def attention_scores(model, params, tokens: Int[Array, "batch pos"], half_len: i
     """Induction and previous-token scores of every head on the probe ``tokens`` (``r r``)."""
     _, cache = jinterp.run_with_cache(model, params, tokens, names=lambda n: n.endswith(PATTERN))
     patterns = cache.stack(PATTERN)  # layer batch n_heads q_pos k_pos
-    return {"induction": induction_score(patterns, half_len), "previous_token": previous_token_score(patterns)}
+    return {"induction": induction_score(patterns, half_len),
+            "previous_token": previous_token_score(patterns)}
 
 
 def ov_circuits(params) -> Float[Array, "layer n_heads d_head d_head"]:
-    """The small factor ``W_O W_U W_E W_V`` of each head's full OV circuit (same non-zero spectrum)."""
+    """The small factor ``W_O W_U W_E W_V`` of each head's full OV circuit.
+
+    It has the same non-zero spectrum as the ``[d_vocab, d_vocab]`` circuit, at ``d_head`` size.
+    """
     attn = params["blocks"]["attn"]
     W_E, W_U = params["embed"]["W_E"], params["unembed"]["W_U"]
     readout = jnp.einsum("lhed,dv->lhev", attn["W_O"], W_U)  # layer n_heads d_head d_vocab
-    return jnp.einsum("lhev,vd,lhdf->lhef", readout, W_E, attn["W_V"])  # layer n_heads d_head d_head
+    # layer n_heads d_head d_head
+    return jnp.einsum("lhev,vd,lhdf->lhef", readout, W_E, attn["W_V"])
 
 
 def eigenvalue_copying_score(circuit: Float[Array, "... n n"]) -> Float[Array, "..."]:
@@ -89,7 +96,8 @@ def copying_scores(params) -> Float[Array, "layer n_heads"]:
     return eigenvalue_copying_score(ov_circuits(params))
 
 
-def qk_ov_matrices(params) -> tuple[Float[Array, "layer n_heads d_model d_model"], Float[Array, "layer n_heads d_model d_model"]]:
+def qk_ov_matrices(params) -> tuple[Float[Array, "layer n_heads d_model d_model"],
+                                    Float[Array, "layer n_heads d_model d_model"]]:
     """``W_QK = W_Q W_K^T`` and ``W_OV = W_V W_O`` per head (row-vector convention)."""
     attn = params["blocks"]["attn"]
     qk = jnp.einsum("lhde,lhfe->lhdf", attn["W_Q"], attn["W_K"])  # layer n_heads d_model d_model
@@ -108,22 +116,27 @@ def k_composition(qk: Float[Array, "... d_model d_model"], ov: Float[Array, "...
     return frob(prod) / (frob(qk) * frob(ov))
 
 
-def random_composition_baseline(key: jax.Array, d_model: int, d_head: int, n_samples: int = 200) -> float:
+def random_composition_baseline(key: jax.Array, d_model: int, d_head: int,
+                                n_samples: int = 200) -> float:
     """Mean K-composition of Gaussian weights with this model's shapes (the paper's baseline)."""
     return float(_random_composition(key, d_model, d_head, n_samples))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
-def _random_composition(key: jax.Array, d_model: int, d_head: int, n_samples: int) -> Float[Array, ""]:
+def _random_composition(key: jax.Array, d_model: int, d_head: int,
+                        n_samples: int) -> Float[Array, ""]:
     k_q, k_k, k_v, k_o = jax.random.split(key, 4)
     w = lambda k, *s: jax.random.normal(k, (n_samples, *s))
-    qk = jnp.einsum("nde,nfe->ndf", w(k_q, d_model, d_head), w(k_k, d_model, d_head))  # n d_model d_model
-    ov = jnp.einsum("nde,nef->ndf", w(k_v, d_model, d_head), w(k_o, d_head, d_model))  # n d_model d_model
+    W_Q, W_K = w(k_q, d_model, d_head), w(k_k, d_model, d_head)
+    W_V, W_O = w(k_v, d_model, d_head), w(k_o, d_head, d_model)
+    qk = jnp.einsum("nde,nfe->ndf", W_Q, W_K)  # n d_model d_model
+    ov = jnp.einsum("nde,nef->ndf", W_V, W_O)  # n d_model d_model
     return k_composition(qk, ov).mean()
 
 
-def layer_k_composition(params, writer_layer: int = 0, reader_layer: int = 1) -> Float[Array, "n_heads n_heads"]:
-    """K-composition from each head of ``writer_layer`` (rows) to each of ``reader_layer`` (cols)."""
+def layer_k_composition(params, writer_layer: int = 0,
+                        reader_layer: int = 1) -> Float[Array, "n_heads n_heads"]:
+    """K-composition from each head of ``writer_layer`` (rows) to each of ``reader_layer``."""
     n_layers = params["blocks"]["attn"]["W_Q"].shape[0]
     if not 0 <= writer_layer < reader_layer < n_layers:
         raise ValueError(f"Need 0 <= writer_layer < reader_layer < n_layers={n_layers}; got "
@@ -132,7 +145,8 @@ def layer_k_composition(params, writer_layer: int = 0, reader_layer: int = 1) ->
     return k_composition(qk[reader_layer][None], ov[writer_layer][:, None])  # writer reader
 
 
-def heads_above(scores: Float[Array, "layer n_heads"], threshold: float) -> list[tuple[list[int], float]]:
+def heads_above(scores: Float[ArrayLike, "layer n_heads"],
+                threshold: float) -> list[tuple[list[int], float]]:
     """``([layer, head], score)`` for every head whose score exceeds ``threshold``, best first."""
     s = np.asarray(scores)
     found = [([int(l), int(h)], float(s[l, h])) for l, h in zip(*np.nonzero(s > threshold))]

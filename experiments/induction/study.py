@@ -15,10 +15,9 @@ import dataclasses
 import math
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jinterp.experiments.induction import patching, scores
@@ -49,13 +48,15 @@ class StudyConfig:
 
     def __post_init__(self):
         if not 2 <= 2 * self.probe_half_len < self.train.data.n_ctx:
-            raise ValueError(f"The r r probe needs 2 * probe_half_len < n_ctx={self.train.data.n_ctx}; got "
+            raise ValueError("The r r probe needs 2 * probe_half_len < "
+                             f"n_ctx={self.train.data.n_ctx}; got "
                              f"probe_half_len={self.probe_half_len}.")
         if self.train.n_layers != 2:
-            raise ValueError(f"The study trains a 2-layer model (and a 1-layer control); got n_layers="
-                             f"{self.train.n_layers}.")
+            raise ValueError("The study trains a 2-layer model (and a 1-layer control); got "
+                             f"n_layers={self.train.n_layers}.")
         if not 0 < self.window <= self.train.n_steps:
-            raise ValueError(f"window must be in [1, n_steps={self.train.n_steps}]; got {self.window}.")
+            raise ValueError(
+                f"window must be in [1, n_steps={self.train.n_steps}]; got {self.window}.")
 
     @classmethod
     def full(cls, seed: int = 0, n_steps: int = 2500) -> "StudyConfig":
@@ -85,7 +86,10 @@ def _before_index(phase: PhaseChange | None, cfg: TrainConfig) -> int:
 
 
 def score_trajectories(model, snapshots, probe, half_len: int) -> dict[str, np.ndarray]:
-    """Induction / previous-token scores at every snapshot: ``[snapshot, layer, n_heads]``, one call."""
+    """Induction / previous-token scores at every snapshot, ``[snapshot, layer, n_heads]``.
+
+    One compiled call: the snapshots are a vmapped axis, not a Python loop.
+    """
     run = jax.jit(jax.vmap(lambda p: scores.attention_scores(model, p, probe, half_len)))
     return {k: np.asarray(v) for k, v in run(snapshots).items()}
 
@@ -106,9 +110,10 @@ def analyse(cfg: StudyConfig, state2: dict, state1: dict) -> tuple[dict, dict]:
     final1 = scores.attention_scores(model1, state1["params"], probe, cfg.probe_half_len)
     params2 = state2["params"]
     kcomp = np.asarray(scores.layer_k_composition(params2))
-    corrupted = patching.corrupt_first_copy(key_corrupt, probe, cfg.probe_half_len, tcfg.data.d_vocab)
-    patch = {k: np.asarray(v) for k, v in
-             patching.patching_analysis(model2, params2, probe, corrupted, cfg.probe_half_len).items()}
+    corrupted = patching.corrupt_first_copy(key_corrupt, probe, cfg.probe_half_len,
+                                            tcfg.data.d_vocab)
+    patch = patching.patching_analysis(model2, params2, probe, corrupted, cfg.probe_half_len)
+    patch = {k: np.asarray(v) for k, v in patch.items()}
     arrays = {"history2": hist2, "history1": hist1, "traj_induction": traj2["induction"],
               "traj_previous": traj2["previous_token"], "before": before, "kcomp": kcomp,
               "copying": np.asarray(scores.copying_scores(params2)), "patching": patch,
@@ -118,7 +123,8 @@ def analyse(cfg: StudyConfig, state2: dict, state1: dict) -> tuple[dict, dict]:
     return summary, arrays
 
 
-def _summarise(cfg: StudyConfig, a: dict, phase1: PhaseChange | None, induction1: np.ndarray) -> dict:
+def _summarise(cfg: StudyConfig, a: dict, phase1: PhaseChange | None,
+               induction1: np.ndarray) -> dict:
     ind_after, prev_after = a["traj_induction"][-1], a["traj_previous"][-1]
     ind_before, prev_before = a["traj_induction"][a["before"]], a["traj_previous"][a["before"]]
     induction = scores.heads_above(ind_after, cfg.threshold)
@@ -131,9 +137,11 @@ def _summarise(cfg: StudyConfig, a: dict, phase1: PhaseChange | None, induction1
     rounded = lambda x: np.round(np.asarray(x, np.float64), 4).tolist()
     return {
         "phase_change_step": None if phase2 is None else phase2.step,
-        "phase_change": None if phase2 is None else dataclasses.asdict(phase2) | {"width": phase2.width},
+        "phase_change": (None if phase2 is None
+                         else dataclasses.asdict(phase2) | {"width": phase2.width}),
         "one_layer_phase_change_step": None if phase1 is None else phase1.step,
-        "induction_heads": [h for h, _ in induction], "induction_scores": [round(s, 4) for _, s in induction],
+        "induction_heads": [h for h, _ in induction],
+        "induction_scores": [round(s, 4) for _, s in induction],
         "previous_token_heads": [h for h, _ in previous],
         "previous_token_scores": [round(s, 4) for _, s in previous],
         "top_induction_head": [int(i) for i in top_ind],
@@ -148,13 +156,15 @@ def _summarise(cfg: StudyConfig, a: dict, phase1: PhaseChange | None, induction1
         "scores_before_step": int(a["snapshot_steps"][a["before"]]),
         "scores_after_step": int(a["snapshot_steps"][-1]),
         "induction_score_before": rounded(ind_before), "induction_score_after": rounded(ind_after),
-        "previous_token_score_before": rounded(prev_before), "previous_token_score_after": rounded(prev_after),
+        "previous_token_score_before": rounded(prev_before),
+        "previous_token_score_after": rounded(prev_after),
         "ov_copying_score": rounded(a["copying"]),
         "k_composition_l0_to_l1": rounded(a["kcomp"]),
         "k_composition_random_baseline": scores.random_composition_baseline(
             jax.random.key(0, impl=cfg.train.prng_impl), cfg.train.d_model, cfg.train.d_head),
         "patching": {
-            "clean_loss": float(patch["clean_loss"]), "corrupted_loss": float(patch["corrupted_loss"]),
+            "clean_loss": float(patch["clean_loss"]),
+            "corrupted_loss": float(patch["corrupted_loss"]),
             "ablation_increase": rounded(patch["ablation_increase"]),
             "noising_increase": rounded(patch["noising_increase"]),
             "denoising_recovery": rounded(patch["denoising_recovery"]),
@@ -166,9 +176,11 @@ def _summarise(cfg: StudyConfig, a: dict, phase1: PhaseChange | None, induction1
     }
 
 
-def run_study(cfg: StudyConfig, out_dir: str, make_progress: Callable[[str, int], Callable] | None = None
-              ) -> tuple[dict, dict]:
-    """Trains both models (resuming from ``out_dir/checkpoints``), analyses, returns (summary, arrays).
+def run_study(cfg: StudyConfig, out_dir: str,
+              make_progress: Callable[[str, int], Callable] | None = None) -> tuple[dict, dict]:
+    """Trains both models (resuming from ``out_dir/checkpoints``), analyses them.
+
+    Returns ``(summary, arrays)``: the JSON summary and what the figures need.
 
     ``make_progress(label, total_steps)`` returns a ``progress(done, state)`` callback (e.g. a
     tqdm bar; see :mod:`.cli`).
@@ -177,8 +189,10 @@ def run_study(cfg: StudyConfig, out_dir: str, make_progress: Callable[[str, int]
     states = {}
     for label, tcfg in (("two_layer", cfg.train), ("one_layer", cfg.one_layer())):
         progress = None if make_progress is None else make_progress(label, tcfg.n_steps)
-        states[label] = run_training(tcfg, os.path.join(out_dir, "checkpoints", label), progress=progress)
+        ckpt_dir = os.path.join(out_dir, "checkpoints", label)
+        states[label] = run_training(tcfg, ckpt_dir, progress=progress)
     train_s = time.perf_counter() - start
     summary, arrays = analyse(cfg, states["two_layer"], states["one_layer"])
-    summary["runtime_s"] = {"train": round(train_s, 1), "total": round(time.perf_counter() - start, 1)}
+    total_s = time.perf_counter() - start
+    summary["runtime_s"] = {"train": round(train_s, 1), "total": round(total_s, 1)}
     return summary, arrays

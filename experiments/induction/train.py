@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +26,8 @@ import optax
 from jaxtyping import Array, Bool, Float, Int
 
 from jinterp import models
-from jinterp.experiments.induction.data import DataConfig, sample_batch
 from jinterp.checkpoint import Checkpointer
+from jinterp.experiments.induction.data import DataConfig, sample_batch
 
 METRICS = ("loss", "loss_predictable", "loss_random")
 
@@ -39,8 +39,8 @@ class TrainConfig:
     The model shape is that of Neel Nanda's reference run (REFERENCES.md 3.4: d_model 48, 4
     heads of 12, vocab 128, no LayerNorm, learned positions). The optimiser is faster than that
     run's (lr 1e-3, weight decay 1, batch 128, context 85): lr 3e-3, weight decay 0.01, a
-    larger init and (in :class:`~jinterp.experiments.induction.study.StudyConfig`) batch 32 / context 64,
-    chosen so the phase change happens within ~1k steps on two CPU cores.
+    larger init and (in :class:`~jinterp.experiments.induction.study.StudyConfig`) batch 32 /
+    context 64, chosen so the phase change happens within ~1k steps on two CPU cores.
 
     Attributes:
         n_layers: 2 for the induction study, 1 for the control that cannot form induction heads.
@@ -72,12 +72,14 @@ class TrainConfig:
     def __post_init__(self):
         for field in ("n_layers", "d_model", "n_heads", "d_head", "n_steps", "steps_per_call"):
             if getattr(self, field) <= 0:
-                raise ValueError(f"TrainConfig.{field} must be positive, got {getattr(self, field)}.")
+                raise ValueError(
+                    f"TrainConfig.{field} must be positive, got {getattr(self, field)}.")
         if self.n_steps % self.steps_per_call:
             raise ValueError(f"n_steps={self.n_steps} must be a multiple of steps_per_call="
                              f"{self.steps_per_call} (one snapshot per compiled call).")
         if self.prng_impl not in ("rbg", "threefry2x32", "unsafe_rbg"):
-            raise ValueError(f"prng_impl must be 'rbg', 'unsafe_rbg' or 'threefry2x32'; got {self.prng_impl!r}.")
+            raise ValueError("prng_impl must be 'rbg', 'unsafe_rbg' or 'threefry2x32'; got "
+                             f"{self.prng_impl!r}.")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("lr must be > 0, weight_decay and warmup_steps >= 0.")
 
@@ -89,16 +91,18 @@ class TrainConfig:
         """The attention-only, LayerNorm-free GPT-2 variant of the Mathematical Framework."""
         return models.GPT2(models.GPT2Config(
             n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_head,
-            d_mlp=None, d_vocab=self.data.d_vocab, n_ctx=self.data.n_ctx, normalization="none",
-            positional="learned", tied_embeddings=False, attn_bias=False, mlp_bias=False,
-            unembed_bias=False, init_range=self.init_range))
+            d_mlp=None, d_vocab=self.data.d_vocab, n_ctx=self.data.n_ctx,
+            normalization=models.Norm.NONE, positional=models.Positional.LEARNED,
+            tied_embeddings=False, attn_bias=False, mlp_bias=False, unembed_bias=False,
+            init_range=self.init_range))
 
     def optimizer(self) -> optax.GradientTransformation:
         schedule = optax.linear_schedule(0.0, self.lr, max(self.warmup_steps, 1))
         return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=self.weight_decay)
 
 
-def token_losses(model: models.GPT2, params, tokens: Int[Array, "batch pos"]) -> Float[Array, "batch pos_m1"]:
+def token_losses(model: models.GPT2, params,
+                 tokens: Int[Array, "batch pos"]) -> Float[Array, "batch pos_m1"]:
     """Per-target cross-entropy: logits at ``t`` scored against token ``t + 1``."""
     logits = model(params, tokens)[:, :-1]  # batch pos-1 d_vocab
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -113,7 +117,8 @@ def masked_mean(x: Float[Array, "..."], mask: Bool[Array, "..."]) -> Float[Array
 def batch_metrics(losses: Float[Array, "batch pos_m1"], predictable: Bool[Array, "batch pos_m1"]
                   ) -> Float[Array, "3"]:
     """``[loss, loss_predictable, loss_random]`` (see :data:`METRICS`)."""
-    return jnp.stack([losses.mean(), masked_mean(losses, predictable), masked_mean(losses, ~predictable)])
+    return jnp.stack([losses.mean(), masked_mean(losses, predictable),
+                      masked_mean(losses, ~predictable)])
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -121,10 +126,11 @@ def init_state(cfg: TrainConfig) -> dict:
     """Step-0 training state; snapshot 0 holds the initial parameters (one compiled program)."""
     key_init, key_data = jax.random.split(jax.random.key(cfg.seed, impl=cfg.prng_impl))
     params = cfg.model().init(key_init)
-    snapshots = jax.tree.map(lambda p: jnp.zeros((cfg.n_calls + 1, *p.shape), p.dtype).at[0].set(p), params)
+    empty = lambda p: jnp.zeros((cfg.n_calls + 1, *p.shape), p.dtype)  # snapshot ...
+    snapshots = jax.tree.map(lambda p: empty(p).at[0].set(p), params)
+    history = jnp.zeros((cfg.n_steps, len(METRICS)), jnp.float32)  # step metric
     return {"params": params, "opt_state": cfg.optimizer().init(params), "key": key_data,
-            "step": jnp.zeros((), jnp.int32), "history": jnp.zeros((cfg.n_steps, len(METRICS)), jnp.float32),
-            "snapshots": snapshots}
+            "step": jnp.zeros((), jnp.int32), "history": history, "snapshots": snapshots}
 
 
 @functools.lru_cache(maxsize=8)
@@ -151,7 +157,8 @@ def make_train_call(cfg: TrainConfig) -> Callable[[dict], dict]:
     @jax.jit
     def call(state: dict) -> dict:
         carry = (state["params"], state["opt_state"], state["key"])
-        (params, opt_state, key), metrics = jax.lax.scan(step, carry, None, length=cfg.steps_per_call)
+        (params, opt_state, key), metrics = jax.lax.scan(step, carry, None,
+                                                         length=cfg.steps_per_call)
         history = jax.lax.dynamic_update_slice(state["history"], metrics, (state["step"], 0))
         step_count = state["step"] + cfg.steps_per_call
         index = step_count // cfg.steps_per_call
@@ -163,7 +170,8 @@ def make_train_call(cfg: TrainConfig) -> Callable[[dict], dict]:
 
 
 def run_training(cfg: TrainConfig, ckpt_dir: str | None = None, checkpoint_every: int = 10,
-          stop_after: int | None = None, progress: Callable[[int, dict], None] | None = None) -> dict:
+                 stop_after: int | None = None,
+                 progress: Callable[[int, dict], None] | None = None) -> dict:
     """Trains (resuming from ``ckpt_dir`` if it holds a checkpoint) and returns the final state.
 
     Args:

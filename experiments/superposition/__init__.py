@@ -15,7 +15,14 @@ from .analysis import (
 )
 from .model import ToyModelConfig, forward, init_params, sample_features
 from .phase import analytic_phase_diagram, expected_loss
-from .studies import PentagonStudy, PhaseStudy, UniformStudy, run_pentagon, run_phase_diagram, run_uniform
+from .studies import (
+    PentagonStudy,
+    PhaseStudy,
+    UniformStudy,
+    run_pentagon,
+    run_phase_diagram,
+    run_uniform,
+)
 from .training import TrainConfig, train
 
 __all__ = [

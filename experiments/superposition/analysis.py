@@ -24,12 +24,17 @@ DIMENSIONALITY_LINES = {"1": 1.0, "3/4": 0.75, "2/3": 2 / 3, "1/2": 0.5, "2/5": 
 _NORM_FLOOR = 1e-6  # below this a feature counts as not represented (the notebook's clamp)
 
 
-def feature_dimensionality(W: Float[Array, "hidden feature"]) -> Float[Array, " feature"]:
-    """``D_i`` for every column of ``W`` (0 for columns with norm below 1e-6)."""
+def feature_dimensionality(W: Float[Array, "..."]) -> Float[Array, " feature"]:
+    """``D_i`` for every column of ``W`` (0 for columns with norm below 1e-6).
+
+    Args:
+        W: ``[hidden, feature]``. The annotation accepts any rank so that a wrong one reaches
+            the check below, whose ValueError names the layout it expects.
+    """
     if W.ndim != 2:
         raise ValueError(f"W must be [hidden, feature], got shape {tuple(W.shape)}")
     norms = jnp.linalg.norm(W, axis=0)  # [feature]
-    unit = W / jnp.maximum(norms, _NORM_FLOOR)  # [hidden feature]
+    unit = W / jnp.maximum(norms, _NORM_FLOOR)[None, :]  # [hidden feature]
     overlaps = unit.T @ W  # [feature feature], row i: W_hat_i . W_j
     interference = jnp.sum(overlaps**2, axis=1)  # [feature]
     safe = jnp.where(norms > _NORM_FLOOR, interference, 1.0)
@@ -43,10 +48,14 @@ def dims_per_feature(W: Float[Array, "hidden feature"]) -> Float[Array, ""]:
     return W.shape[0] / jnp.sum(W**2)
 
 
-def angular_gaps_deg(W: Float[ArrayLike, "2 feature"]) -> np.ndarray:
+def angular_gaps_deg(W: Float[ArrayLike, "..."]) -> Float[np.ndarray, " feature"]:
     """Gaps in degrees between neighbouring feature directions of a 2-D model, sorted by angle.
 
     The gaps go once around the circle, so they sum to 360. A regular pentagon gives five 72s.
+
+    Args:
+        W: ``[2, feature]``. The annotation accepts any shape so that a wrong one reaches the
+            check below, whose ValueError names the layout it expects.
     """
     W = np.asarray(W)
     if W.ndim != 2 or W.shape[0] != 2:

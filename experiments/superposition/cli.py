@@ -86,7 +86,8 @@ def run_suite(suite: Suite, out_dir: str, only=STUDIES, progress: bool = True,
         summary["pentagon_norms"] = _jsonable(res["norms"])
         summary["pentagon_bias"] = _jsonable(res["b"])
         summary["pentagon_seed_losses"] = _jsonable(res["seed_losses"])
-        summary["figures"]["pentagon"] = plots.plot_pentagon(res, os.path.join(out_dir, "pentagon.png"))
+        summary["figures"]["pentagon"] = plots.plot_pentagon(
+            res, os.path.join(out_dir, "pentagon.png"))
         summary["runtime_s"]["pentagon"] = round(time.perf_counter() - t0, 1)
     if "phase" in only:
         t0 = time.perf_counter()

@@ -76,7 +76,7 @@ def forward(
 ) -> Float[Array, "batch feature"]:
     """One instance: ``ReLU(W^T W x + b)`` for a batch of inputs."""
     h = x @ W.T  # [batch hidden]
-    return jax.nn.relu(h @ W + b)  # [batch feature]
+    return jax.nn.relu(h @ W + b[None, :])  # [batch feature]
 
 
 def sample_features(
@@ -90,7 +90,8 @@ def sample_features(
     CPU. (Resolution of ``u / p`` is ``2^-23 / p``, i.e. 1e-5 even at p = 0.01.)
     """
     u = jax.random.uniform(key, (batch_size, feature_probability.shape[0]), jnp.float32)
-    return jnp.where(u < feature_probability, u / feature_probability, 0.0)
+    p = feature_probability[None, :]  # [1 feature]
+    return jnp.where(u < p, u / p, 0.0)  # [batch feature]
 
 
 def instance_loss(
@@ -100,7 +101,7 @@ def instance_loss(
     importance: Float[Array, " feature"],
 ) -> Float[Array, ""]:
     """Importance-weighted squared error, mean over batch and features (the notebook's loss)."""
-    err = importance * (x - forward(W, b, x)) ** 2  # [batch feature]
+    err = importance[None, :] * (x - forward(W, b, x)) ** 2  # [batch feature]
     return jnp.mean(err)
 
 

@@ -11,7 +11,8 @@ Derivation. Condition on which features are present; each present value is U[0, 
 * neither (prob ``(1-p)^2``): ``sum_i I_i ReLU(b_i)^2``;
 * only ``x_0 = u`` (prob ``p(1-p)``): ``I_0 F(u; w_0^2, b_0) + I_1 F(0; w_0 w_1, b_1)``;
 * only ``x_1 = v``: the mirror image;
-* both (prob ``p^2``): ``E_v[ I_0 F(u; w_0^2, w_0 w_1 v + b_0) + I_1 F(v; w_0 w_1, w_1^2 v + b_1) ]``,
+* both (prob ``p^2``):
+  ``E_v[ I_0 F(u; w_0^2, w_0 w_1 v + b_0) + I_1 F(v; w_0 w_1, w_1^2 v + b_1) ]``,
 
 where ``F(t; a, c) = int_0^1 (t(u) - ReLU(a u + c))^2 du`` for a target ``t`` that is affine in
 the integration variable ``u``. ``F`` is exact in closed form: ``a u + c > 0`` on one interval

@@ -56,7 +56,8 @@ class PentagonStudy:
         if self.n_hidden != 2:
             raise ValueError("the pentagon study measures angles in the plane: n_hidden must be 2")
         if not 0 < self.feature_probability <= 1:
-            raise ValueError(f"feature_probability must be in (0, 1], got {self.feature_probability}")
+            raise ValueError(
+                f"feature_probability must be in (0, 1], got {self.feature_probability}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +112,8 @@ class UniformStudy:
     def __post_init__(self):
         _positive(self, "n_features", "n_hidden", "n_sparsities")
         if not self.max_inv_density >= 1:
-            raise ValueError(f"max_inv_density is 1/(1-S) and must be >= 1, got {self.max_inv_density}")
+            raise ValueError(
+                f"max_inv_density is 1/(1-S) and must be >= 1, got {self.max_inv_density}")
 
     @property
     def density(self) -> np.ndarray:
@@ -196,11 +198,13 @@ def run_uniform(study: UniformStudy, out_dir=None, progress=True, stop_after_ste
     importance = np.ones((k, n), np.float32)
     prob = np.repeat(density[:, None], n, axis=1).astype(np.float32)
     state, _ = train(cfg, study.train, importance, prob, checkpoint_dir=_ckpt(out_dir, "uniform"),
-                     stop_after_step=stop_after_step, progress=progress, desc="uniform superposition")
+                     stop_after_step=stop_after_step, progress=progress,
+                     desc="uniform superposition")
     W = state["params"]["W"]  # [instance hidden feature]
     dstar = np.asarray(jax.vmap(dims_per_feature)(W))
     d_i = np.asarray(jax.vmap(feature_dimensionality)(W))  # [instance feature]
-    represented = np.asarray(jnp.sum(W**2, axis=1)) > study.represented_norm_sq  # [instance feature]
+    norm_sq = np.asarray(jnp.sum(W**2, axis=1))  # [instance feature]
+    represented = norm_sq > study.represented_norm_sq  # [instance feature]
     return {
         "inv_density": 1.0 / density,
         "dims_per_feature": dstar,

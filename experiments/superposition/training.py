@@ -197,7 +197,8 @@ def train(
     chunk_cfg = dataclasses.replace(train_cfg, steps=train_cfg.steps_per_call, seed=0)
     start = int(state["step"])
     losses = None
-    bar = tqdm(total=target, initial=min(start, target), desc=desc, disable=not progress, unit="step")
+    bar = tqdm(total=target, initial=min(start, target), desc=desc, disable=not progress,
+               unit="step")
     try:
         while int(state["step"]) < target:
             state, losses = train_chunk(state, importance, feature_probability, chunk_cfg)

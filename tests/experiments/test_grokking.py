@@ -2,7 +2,7 @@
 
 Metrics are checked against slow references and planted ground truth; training is checked for
 exact resume and for vmap-over-seeds == one seed at a time. Whether grokking happens is *not*
-tested here (it takes the full 40k-step run); see the README for that run's numbers.
+tested here (it takes the full 40k-step run); ``experiments/grokking/README.md`` has its numbers.
 """
 
 import json
@@ -20,7 +20,12 @@ from jinterp.experiments.grokking import cli, fourier, measures
 from jinterp.experiments.grokking.analysis import across_seeds
 from jinterp.experiments.grokking.config import GrokConfig
 from jinterp.experiments.grokking.data import make_data, tokens
-from jinterp.experiments.grokking.model import cross_entropy, init_params, last_logits, loss_and_accuracy
+from jinterp.experiments.grokking.model import (
+    cross_entropy,
+    init_params,
+    last_logits,
+    loss_and_accuracy,
+)
 from jinterp.experiments.grokking.training import init_state, load_history, make_optimizer, train
 
 TINY = GrokConfig.fast(steps=40, steps_per_call=20, snapshot_every=20)
@@ -55,7 +60,8 @@ def test_last_logits_and_grads_equal_gpt2_port():
     cfg = TINY
     model = models.GPT2(cfg.model_config())
     params = init_params(cfg, jax.random.key(1))
-    toks = jax.random.randint(jax.random.key(2), (64, 3), 0, cfg.d_vocab)  # any tokens, not only '='
+    # any tokens, not only '='
+    toks = jax.random.randint(jax.random.key(2), (64, 3), 0, cfg.d_vocab)
     ref = model(params, toks)[:, -1]
     assert jnp.allclose(last_logits(params, toks), ref, atol=1e-5, rtol=1e-5)
     loss_port = lambda p: jnp.sum(jnp.sin(model(p, toks)[:, -1]))
@@ -74,9 +80,11 @@ def test_training_loss_classes_match_a_float64_reference(eq_logit):
     a, b, y = data.split("train")
     toks = tokens(a, b, cfg.p)
     loss, acc = loss_and_accuracy(params, jnp.asarray(toks), jnp.asarray(y), cfg.loss_classes)
-    logits = np.asarray(models.GPT2(cfg.model_config())(params, toks)[:, -1], np.float64)
+    logits = models.GPT2(cfg.model_config())(params, jnp.asarray(toks))[:, -1]
+    logits = np.asarray(logits, np.float64)
     kept = logits if eq_logit else logits[:, :cfg.p]  # the authors' full_loss keeps the '=' logit
-    log_probs = kept - np.log(np.exp(kept - kept.max(1, keepdims=True)).sum(1, keepdims=True)) - kept.max(1, keepdims=True)
+    top = kept.max(1, keepdims=True)
+    log_probs = kept - np.log(np.exp(kept - top).sum(1, keepdims=True)) - top
     assert float(loss) == pytest.approx(-log_probs[np.arange(len(y)), y].mean(), rel=1e-5)
     assert float(acc) == pytest.approx(np.mean(kept.argmax(1) == y))
     other = GrokConfig.fast(eq_logit_in_loss=not eq_logit)
@@ -99,26 +107,30 @@ def test_cross_entropy_resolves_tiny_losses_where_float32_log_softmax_cannot():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 113))
     labels = rng.integers(0, 113, 50)
-    logits[np.arange(50), labels] += rng.uniform(20, 27, 50)  # confident and correct: loss 1e-10..1e-6
-    exact = np.log(np.exp(logits - logits[np.arange(50), labels][:, None]).sum(1))  # float64 reference
+    rows = np.arange(50)
+    logits[rows, labels] += rng.uniform(20, 27, 50)  # confident and correct: loss 1e-10..1e-6
+    exact = np.log(np.exp(logits - logits[rows, labels][:, None]).sum(1))  # float64 reference
     assert np.median(exact) < 1e-7 and exact.max() < 1e-5
     ours = np.asarray(cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels)))
     assert np.allclose(ours, exact, rtol=1e-4, atol=0)
-    naive = -np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)))[np.arange(50), labels]
+    logits32 = jnp.asarray(logits, jnp.float32)
+    naive = -np.asarray(jax.nn.log_softmax(logits32))[rows, labels]
     assert np.mean(np.abs(naive - exact) / exact) > 0.5  # quantised to 0 or multiples of ~1e-7
     # wrong answers and their gradient, against float64
     bad = rng.normal(size=(8, 113)) * 10
     lab = rng.integers(0, 113, 8)
     exact_bad = np.log(np.exp(bad).sum(1)) - bad[np.arange(8), lab]
-    assert np.allclose(cross_entropy(jnp.asarray(bad, jnp.float32), jnp.asarray(lab)), exact_bad, rtol=1e-5)
-    grad = jax.grad(lambda l: cross_entropy(l, jnp.asarray(labels)).sum())(jnp.asarray(logits, jnp.float32))
+    bad32 = jnp.asarray(bad, jnp.float32)
+    assert np.allclose(cross_entropy(bad32, jnp.asarray(lab)), exact_bad, rtol=1e-5)
+    grad = jax.grad(lambda l: cross_entropy(l, jnp.asarray(labels)).sum())(logits32)
     soft = np.exp(logits - logits.max(1, keepdims=True))
     soft /= soft.sum(1, keepdims=True)
     ref_grad = soft - np.eye(113)[labels]
-    assert np.allclose(np.asarray(grad), ref_grad, rtol=1e-4, atol=1e-30)  # incl. the -1e-9 correct-class terms
-    naive_grad = jax.grad(lambda l: -jax.nn.log_softmax(l)[np.arange(50), labels].sum())(jnp.asarray(logits, jnp.float32))
-    assert not np.allclose(np.asarray(naive_grad)[np.arange(50), labels], ref_grad[np.arange(50), labels], rtol=0.1)
-    bad_grad = jax.grad(lambda l: cross_entropy(l, jnp.asarray(lab)).sum())(jnp.asarray(bad, jnp.float32))
+    # incl. the -1e-9 correct-class terms
+    assert np.allclose(np.asarray(grad), ref_grad, rtol=1e-4, atol=1e-30)
+    naive_grad = jax.grad(lambda l: -jax.nn.log_softmax(l)[rows, labels].sum())(logits32)
+    assert not np.allclose(np.asarray(naive_grad)[rows, labels], ref_grad[rows, labels], rtol=0.1)
+    bad_grad = jax.grad(lambda l: cross_entropy(l, jnp.asarray(lab)).sum())(bad32)
     soft_bad = np.exp(bad - bad.max(1, keepdims=True))
     soft_bad /= soft_bad.sum(1, keepdims=True)
     assert np.allclose(np.asarray(bad_grad), soft_bad - np.eye(113)[lab], atol=1e-6)
@@ -157,8 +169,8 @@ def test_fourier_basis_orthonormal_and_sum_directions_match_product_form():
         assert np.allclose(dirs[2 * i], cos_dir) and np.allclose(dirs[2 * i + 1], sin_dir)
     values = np.random.default_rng(0).normal(size=(p * p, 3))
     coeffs = fourier.fourier_2d(values, p)
-    slow = np.array([[np.sum(np.outer(F[f], F[g]).ravel()[:, None] * values, axis=0) for g in range(p)]
-                     for f in range(p)])
+    slow = np.array([[np.sum(np.outer(F[f], F[g]).ravel()[:, None] * values, axis=0)
+                      for g in range(p)] for f in range(p)])
     assert np.allclose(coeffs, slow)
 
 
@@ -169,7 +181,8 @@ def test_restricted_and_excluded_loss_on_planted_logits():
     c = np.arange(p)
     w = lambda k: 2 * np.pi * k / p
     circuit = sum(4.0 * np.cos(w(k) * (a[:, None] + b[:, None] - c[None])) for k in keys)
-    distractor = 3.0 * np.cos(w(other) * (a[:, None] - 2 * b[:, None] + c[None]))  # orthogonal to key dirs
+    # orthogonal to the key directions
+    distractor = 3.0 * np.cos(w(other) * (a[:, None] - 2 * b[:, None] + c[None]))
     offset = np.linspace(-1, 1, p)[None]  # a constant per class, kept by the bias correction
     logits = circuit + distractor + offset
     restricted, excluded = measures.restricted_and_excluded(logits, data, keys)
@@ -188,7 +201,8 @@ def test_neuron_frequencies_and_key_frequency_rule():
     p = 13
     a, b = np.divmod(np.arange(p * p), p)
     w = lambda k: 2 * np.pi * k / p
-    pure = [np.cos(w(k) * a) * np.cos(w(k) * b) + 0.5 * np.sin(w(k) * a) for k in (2, 2, 2, 4, 4, 4)]
+    pure = [np.cos(w(k) * a) * np.cos(w(k) * b) + 0.5 * np.sin(w(k) * a)
+            for k in (2, 2, 2, 4, 4, 4)]
     mixed = np.cos(w(1) * a) + np.cos(w(6) * b)  # half its variance in k=1, half in k=6
     acts = np.stack(pure + [mixed, np.zeros(p * p)], axis=1)
     frac = fourier.neuron_frequency_fractions(acts, p)
@@ -213,8 +227,10 @@ def test_neuron_diagnostics_match_a_loop_over_neurons():
         column = [float(v) for v in acts[:, i]]
         mean = sum(column) / len(column)
         rate.append(sum(v > 0 for v in column) / len(column))
-        energy.append(sum(w * w for w in W_out[i]) * sum((v - mean) ** 2 for v in column) / len(column))
-    assert np.allclose(found.firing_rate, rate) and np.allclose(found.output_energy, energy, rtol=1e-6)
+        variance = sum((v - mean) ** 2 for v in column) / len(column)
+        energy.append(sum(w * w for w in W_out[i]) * variance)
+    assert np.allclose(found.firing_rate, rate)
+    assert np.allclose(found.output_energy, energy, rtol=1e-6)
     linear = [r > measures.NEAR_LINEAR_FIRING_RATE for r in rate]
     assert all(linear[:5]) and not all(linear)
     single = [c > 0 for c in found.cluster]
@@ -249,19 +265,21 @@ def test_resume_after_interruption_is_bitwise_identical(tmp_path):
         assert np.array_equal(x, y)
     assert int(resumed["step"][0]) == TINY.steps
     with pytest.raises(ValueError, match="different config"):
-        train(GrokConfig.fast(steps=60, steps_per_call=20, snapshot_every=20), str(tmp_path / "cut"))
+        longer = GrokConfig.fast(steps=60, steps_per_call=20, snapshot_every=20)
+        train(longer, str(tmp_path / "cut"))
 
 
 def test_vmapped_seeds_equal_seeds_trained_alone(tmp_path):
     cfg = GrokConfig.fast(steps=20, steps_per_call=20, snapshot_every=20, seeds=(0, 3))
     both = _params(train(cfg, str(tmp_path / "both"), progress=False))
-    alone = _params(train(GrokConfig.fast(steps=20, steps_per_call=20, snapshot_every=20, seeds=(3,)),
-                          str(tmp_path / "alone"), progress=False))
+    alone_cfg = GrokConfig.fast(steps=20, steps_per_call=20, snapshot_every=20, seeds=(3,))
+    alone = _params(train(alone_cfg, str(tmp_path / "alone"), progress=False))
     init = jax.tree.map(np.asarray, init_state(cfg)["params"])
     for x, y, x0 in zip(jax.tree.leaves(both), jax.tree.leaves(alone), jax.tree.leaves(init)):
         assert np.allclose(x[1], y[0], atol=1e-6, rtol=1e-5)
         assert not np.allclose(x[0], x[1])  # different seeds really differ
-        assert not np.array_equal(x[1], x0[1]) or x.ndim == 2  # and really trained (biases may be 0-init)
+        # and really trained (biases may stay at their zero init)
+        assert not np.array_equal(x[1], x0[1]) or x.ndim == 2
 
 
 def test_cli_seed_and_loss_options():
@@ -269,7 +287,8 @@ def test_cli_seed_and_loss_options():
     assert parse().seeds == (0,) and not parse().eq_logit_in_loss
     assert parse("--seeds", "3").seeds == (0, 1, 2)
     assert parse("--seeds", "4,5,7").seeds == (4, 5, 7)
-    assert parse("--loss", "all").eq_logit_in_loss and not parse("--loss", "answers").eq_logit_in_loss
+    assert parse("--loss", "all").eq_logit_in_loss
+    assert not parse("--loss", "answers").eq_logit_in_loss
     for bad in ("0", "a", "3,3", "-1,2"):
         with pytest.raises(SystemExit, match="--seeds"):
             parse(f"--seeds={bad}")
@@ -278,34 +297,38 @@ def test_cli_seed_and_loss_options():
 def test_across_seeds_counts_checks_and_spread():
     fractions = [0.793, 0.895, 0.703, 0.816]
     per_seed = [{"single_frequency_neuron_fraction": f,
-                 "checks": {"ge_80pct_single_frequency_neurons": f >= 0.8, "test_loss_lt_1e-5": True}}
+                 "checks": {"ge_80pct_single_frequency_neurons": f >= 0.8,
+                            "test_loss_lt_1e-5": True}}
                 for f in fractions]
     spread = across_seeds(per_seed)
     assert spread["n_seeds"] == 4
-    assert spread["single_frequency_neuron_fraction"] == {"median": pytest.approx((0.793 + 0.816) / 2),
-                                                          "min": 0.703, "max": 0.895}
-    assert spread["checks_passed"] == {"ge_80pct_single_frequency_neurons": 2, "test_loss_lt_1e-5": 4}
+    assert spread["single_frequency_neuron_fraction"] == {
+        "median": pytest.approx((0.793 + 0.816) / 2), "min": 0.703, "max": 0.895}
+    assert spread["checks_passed"] == {"ge_80pct_single_frequency_neurons": 2,
+                                       "test_loss_lt_1e-5": 4}
 
 
 def test_cli_end_to_end_fast(tmp_path):
     out = str(tmp_path / "run")
-    argv = ["--out", out, "--fast", "--steps", "60", "--steps-per-call", "30", "--snapshot-every", "30",
-            "--seeds", "2", "--no-progress"]
+    argv = ["--out", out, "--fast", "--steps", "60", "--steps-per-call", "30",
+            "--snapshot-every", "30", "--seeds", "2", "--no-progress"]
     cli.main(argv)
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
-    for key in ("steps", "wall_time_s", "train_accuracy", "test_accuracy", "test_loss", "memorization_step",
-                "grok_step", "key_frequencies", "single_frequency_neuron_fraction",
-                "restricted_loss_drop_step", "test_loss_drop_step"):
+    for key in ("steps", "wall_time_s", "train_accuracy", "test_accuracy", "test_loss",
+                "memorization_step", "grok_step", "key_frequencies",
+                "single_frequency_neuron_fraction", "restricted_loss_drop_step",
+                "test_loss_drop_step"):
         assert key in summary
     assert summary["steps"] == 60 and len(summary["seeds"]) == 2
     assert summary["across_seeds"]["n_seeds"] == 2
     assert summary["across_seeds"]["checks_passed"] == {
         name: sum(s["checks"][name] for s in summary["seeds"]) for name in summary["checks"]}
-    assert set(summary["neuron_diagnostics"]) == {"near_linear_neurons", "near_linear_single_frequency",
-                                                   "single_frequency_fraction_of_clipping_neurons",
-                                                   "multi_frequency_output_share"}
-    for name in ("loss_curves.png", "fourier_spectra.png", "neurons.png", "progress_measures.png", "seeds.png"):
+    assert set(summary["neuron_diagnostics"]) == {
+        "near_linear_neurons", "near_linear_single_frequency",
+        "single_frequency_fraction_of_clipping_neurons", "multi_frequency_output_share"}
+    for name in ("loss_curves.png", "fourier_spectra.png", "neurons.png", "progress_measures.png",
+                 "seeds.png"):
         assert os.path.getsize(os.path.join(out, name)) > 1000
     history = load_history(out)
     assert history["train_loss"].shape == (2, 60) and list(history["snapshot_steps"]) == [0, 30, 60]
@@ -314,5 +337,7 @@ def test_cli_end_to_end_fast(tmp_path):
     cli.main(argv)  # finished run: resumes with nothing to train, same numbers
     with open(os.path.join(out, "summary.json")) as f:
         again = json.load(f)
-    assert again["test_loss"] == summary["test_loss"] and again["train_wall_time_s"] == summary["train_wall_time_s"]
-    assert again["wall_time_s"] >= again["train_wall_time_s"]  # training time counts after a re-analysis
+    assert again["test_loss"] == summary["test_loss"]
+    assert again["train_wall_time_s"] == summary["train_wall_time_s"]
+    # training time still counts after a re-analysis
+    assert again["wall_time_s"] >= again["train_wall_time_s"]

@@ -30,10 +30,11 @@ def test_induction_and_previous_token_scores_of_hand_set_patterns():
     pattern = jnp.asarray(_hand_patterns())
     uniform_ind = np.mean([1 / (q + 1) for q in range(T, 2 * T)])
     uniform_prev = np.mean([1 / (q + 1) for q in range(1, 2 * T)])
-    np.testing.assert_allclose(scores.induction_score(pattern, T), [1.0, 0.0, uniform_ind], rtol=1e-6)
-    # the induction head's query 1 attends to 0 = its previous token: one hit out of 2T - 1 queries
-    np.testing.assert_allclose(scores.previous_token_score(pattern), [1 / (2 * T - 1), 1.0, uniform_prev],
+    np.testing.assert_allclose(scores.induction_score(pattern, T), [1.0, 0.0, uniform_ind],
                                rtol=1e-6)
+    # the induction head's query 1 attends to 0 = its previous token: one hit out of 2T - 1 queries
+    np.testing.assert_allclose(scores.previous_token_score(pattern),
+                               [1 / (2 * T - 1), 1.0, uniform_prev], rtol=1e-6)
     stacked = jnp.stack([pattern, pattern[:, ::-1]])  # layer axis in front
     assert scores.induction_score(stacked, T).shape == (2, 3)
     with pytest.raises(ValueError, match="half_len=4 has 8 positions"):
@@ -43,9 +44,11 @@ def test_induction_and_previous_token_scores_of_hand_set_patterns():
 def test_k_composition_matches_formula_and_planted_subspaces():
     rng = np.random.default_rng(0)
     qk, ov = rng.normal(size=(3, 6, 6)), rng.normal(size=(2, 6, 6))
-    want = np.array([[np.linalg.norm(qk[r] @ ov[w].T) / (np.linalg.norm(qk[r]) * np.linalg.norm(ov[w]))
-                      for r in range(3)] for w in range(2)])
-    np.testing.assert_allclose(scores.k_composition(jnp.asarray(qk)[None], jnp.asarray(ov)[:, None]), want, rtol=1e-5)
+    norm = np.linalg.norm
+    want = np.array([[norm(qk[r] @ ov[w].T) / (norm(qk[r]) * norm(ov[w])) for r in range(3)]
+                     for w in range(2)])
+    got = scores.k_composition(jnp.asarray(qk)[None], jnp.asarray(ov)[:, None])
+    np.testing.assert_allclose(got, want, rtol=1e-5)
     # planted: the writer writes only dims 0-1; reader 0's keys read dims 0-1, reader 1's dims 2-3
     d, e = 6, 2
     W_V, W_O = rng.normal(size=(d, e)), np.zeros((e, d))
@@ -78,8 +81,9 @@ def test_copying_score_uses_the_full_ov_spectrum():
                                   "W_O": jnp.asarray(rng.normal(size=(1, 2, E, D)))}}}
     got = np.asarray(scores.copying_scores(params))
     for h in range(2):
-        full = (np.asarray(params["embed"]["W_E"]) @ np.asarray(params["blocks"]["attn"]["W_V"][0, h])
-                @ np.asarray(params["blocks"]["attn"]["W_O"][0, h]) @ np.asarray(params["unembed"]["W_U"]))
+        attn = params["blocks"]["attn"]
+        full = (np.asarray(params["embed"]["W_E"]) @ np.asarray(attn["W_V"][0, h])
+                @ np.asarray(attn["W_O"][0, h]) @ np.asarray(params["unembed"]["W_U"]))
         eig = np.linalg.eigvals(full)  # V eigenvalues, V - E of them ~0
         np.testing.assert_allclose(got[0, h], eig.sum().real / np.abs(eig).sum(), atol=1e-6)
     # planted copier / anti-copier: W_U = W_E^T and W_V W_O = +-I gives M = +-W_E W_E^T
@@ -108,7 +112,8 @@ def test_sampled_sequences_match_a_python_reference():
         np.testing.assert_array_equal(tokens[b], want_tokens)
         np.testing.assert_array_equal(predictable[b], want_mask)
     assert np.all((filler >= 0) & (filler < 50)) and np.all((cuts >= 0) & (cuts <= cfg.n_filler))
-    assert tokens.shape == (4, 30) and predictable.shape == (4, 29) and predictable.sum() == 4 * 2 * 4
+    assert tokens.shape == (4, 30) and predictable.shape == (4, 29)
+    assert predictable.sum() == 4 * 2 * 4
     with pytest.raises(ValueError, match="do not fit"):
         data.DataConfig(n_ctx=20, subseq_len=8, n_repeats=3)
 
@@ -119,7 +124,8 @@ def test_phase_change_rule_on_planted_curves():
     found = phase.find_phase_change(curve, window=1)
     assert found is not None and abs(found.step - 800) <= 1 and found.start < 800 < found.end
     assert found.width == pytest.approx(2 * 20 * np.log(9), abs=2)  # 10%-90% width of a logistic
-    assert phase.find_phase_change(4.8 - steps * 6e-4) is None  # a gradual 1.2-nat decline is no phase change
+    # a gradual 1.2-nat decline is no phase change
+    assert phase.find_phase_change(4.8 - steps * 6e-4) is None
     x = np.random.default_rng(0).normal(size=50)
     naive = [x[max(0, i - 6): i + 1].mean() for i in range(50)]
     np.testing.assert_allclose(phase.smooth(x, 7), naive, rtol=1e-12)
@@ -152,10 +158,10 @@ def test_vmapped_head_sweeps_equal_python_loops(tiny_model):
         patching.patch_heads: lambda z: z.at[:, :, 0].set(corrupted_z[1][:, :, 0]),
     }
     for make_hooks, fn in by_hand.items():
-        manual = patching.repeated_loss(jinterp.run_with_hooks(model, params, clean, {"blocks.1.attn.hook_z": fn}),
-                                        clean, half)
-        np.testing.assert_allclose(patching.head_sweep(model, params, clean, half, make_hooks, corrupted_z)[1, 0],
-                                   manual, rtol=1e-5)
+        logits = jinterp.run_with_hooks(model, params, clean, {"blocks.1.attn.hook_z": fn})
+        manual = patching.repeated_loss(logits, clean, half)
+        swept = patching.head_sweep(model, params, clean, half, make_hooks, corrupted_z)
+        np.testing.assert_allclose(swept[1, 0], manual, rtol=1e-5)
 
 
 def test_resume_after_interruption_gives_identical_state(tmp_path):

@@ -158,7 +158,8 @@ def test_notebook_init_std():
 
 def test_relu_integral_matches_fine_quadrature():
     u = (np.arange(200_000) + 0.5) / 200_000
-    for t0, t1, a, c in itertools.product([0.0, 0.4], [0.0, 1.0], [-1.3, 0.0, 0.8], [-0.5, 0.0, 0.3]):
+    grid = itertools.product([0.0, 0.4], [0.0, 1.0], [-1.3, 0.0, 0.8], [-0.5, 0.0, 0.3])
+    for t0, t1, a, c in grid:
         ref = np.mean((t0 + t1 * u - np.maximum(a * u + c, 0.0)) ** 2)
         got = float(phase.relu_sq_error_integral(t0, t1, a, c))
         assert got == pytest.approx(ref, rel=1e-4, abs=1e-7), (t0, t1, a, c)
@@ -238,7 +239,8 @@ def test_instances_are_independent():
     imp = np.ones((2, 3), np.float32)
     prob = np.full((2, 3), 0.5, np.float32)
     state = training.init_state(model.ToyModelConfig(3, 2, 2), tc)
-    changed = dict(state, params={"W": state["params"]["W"].at[1].set(5.0), "b": state["params"]["b"]})
+    changed = dict(state, params={"W": state["params"]["W"].at[1].set(5.0),
+                                  "b": state["params"]["b"]})
     out_a, _ = training.train_chunk(state, jnp.asarray(imp), jnp.asarray(prob), tc)
     out_b, _ = training.train_chunk(changed, jnp.asarray(imp), jnp.asarray(prob), tc)
     np.testing.assert_allclose(out_a["params"]["W"][0], out_b["params"]["W"][0], atol=1e-6)
