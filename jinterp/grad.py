@@ -73,7 +73,8 @@ def grad_cache(model: HookedModel, params, tokens, metric: Callable[[Array], Arr
         metric: maps the logits ``[batch, pos, d_vocab]`` to a float scalar (e.g. a logit
             difference). A plain function is part of the compile key (a new lambda each call
             recompiles); to pass arrays such as answer tokens without recompiling, wrap it as
-            ``jax.tree_util.Partial(fn, answers)``, whose array arguments are dynamic.
+            ``jax.tree_util.Partial(fn, answers)`` (called as ``fn(answers, logits)``), whose
+            array arguments are dynamic.
         names: as in :func:`jinterp.run_with_cache` (default: every default name).
         hooks: optional hooks applied during the run.
 

@@ -41,7 +41,7 @@ from jinterp.names import Axes, split_name, unknown_name_error
 HookFn = Callable[[str, Array], Array]
 
 Hook = Union[Intervention, Callable[..., Array]]
-Hooks = Union[Mapping[Any, Any], Iterable[tuple[Any, Any]], None]
+Hooks = Union[Mapping, Iterable, None]  # {name: hook | [hooks]} or [(name, hook), ...]
 
 
 class LayerIndex(int):
@@ -267,11 +267,11 @@ def check_at_layers(at: At, n_layers: int, run: range, point: str) -> None:
                          "stop_at_layer or the layer.")
 
 
-def at_chain(at: At, flags: tuple[bool, ...], layer: Int[Array, ""]) -> tuple[Hook, ...]:
+def at_chain(at: At, flags: tuple[bool, ...], layer: Int[Array, ""] | int) -> tuple[Hook, ...]:
     """``at``'s hooks with stacked layered fields sliced at ``layer``."""
     return tuple(h.at_layer(layer) if flag else h for h, flag in zip(at.chain(), flags))
 
 
-def at_active(at: At, layer: Int[Array, ""]) -> Array:
+def at_active(at: At, layer: Int[Array, ""] | int) -> Array:
     """Whether ``at`` applies at (traced) ``layer``."""
     return jnp.any(jnp.asarray(at.layer) == layer)

@@ -129,7 +129,7 @@ class HookedModel(abc.ABC):
         return jax.eval_shape(self.init, jax.random.key(0))
 
     def __call__(self, params, tokens, *,
-                 start_at_layer: int | None = None, stop_at_layer: int | None = None):
+                 start_at_layer=None, stop_at_layer=None):
         """Plain logits (or the residual with ``stop_at_layer``): nothing captured, no hooks."""
         from jinterp.run import run_with_hooks
 

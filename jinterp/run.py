@@ -47,7 +47,7 @@ Inputs = Shaped[ArrayLike, "..."] | list
 
 
 # ------------------------------------------------------------------------------- inputs
-def _layer_range(model: HookedModel, start: int | None, stop: int | None) -> tuple[int, int]:
+def _layer_range(model: HookedModel, start, stop) -> tuple[int, int]:
     n = model.n_layers
     for label, value in (("start_at_layer", start), ("stop_at_layer", stop)):
         if value is None:
@@ -176,7 +176,7 @@ def _check_entry(model: HookedModel, entry: Entry, run: range, sizes: dict, in_r
 
 
 def prepare(model: HookedModel, params, inputs, names: NameSelector | bool, hooks: Hooks,
-            start_at_layer: int | None, stop_at_layer: int | None, grads: bool = False
+            start_at_layer, stop_at_layer, grads: bool = False
             ) -> Prepared:
     """Checks one call and computes its plan (``names=False``: capture nothing)."""
     start, stop = _layer_range(model, start_at_layer, stop_at_layer)
@@ -260,7 +260,7 @@ def _unroll(unroll: bool | int | None) -> int | bool:
 
 def run_with_cache(model: HookedModel, params, tokens: Inputs,
                    names: NameSelector = None, hooks: Hooks = None, *,
-                   start_at_layer: int | None = None, stop_at_layer: int | None = None,
+                   start_at_layer=None, stop_at_layer=None,
                    unroll: bool | int | None = None
                    ) -> tuple[Float[Array, "batch pos _"], ActivationCache]:
     """Logits (or a residual) and the requested activations.
@@ -291,7 +291,7 @@ def run_with_cache(model: HookedModel, params, tokens: Inputs,
 
 
 def run_with_hooks(model: HookedModel, params, tokens: Inputs, hooks: Hooks,
-                   *, start_at_layer: int | None = None, stop_at_layer: int | None = None
+                   *, start_at_layer=None, stop_at_layer=None
                    ) -> Float[Array, "batch pos _"]:
     """Logits (or a residual) of a forward pass with ``hooks`` applied.
 
