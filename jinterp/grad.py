@@ -27,17 +27,13 @@ from jinterp.loop import run_model
 from jinterp.model import HookedModel
 from jinterp.names import NameSelector
 from jinterp.plan import split_leaves
-from jinterp.run import _rebuild, check_token_ids, make_cache, prepare
+from jinterp.run import _rebuild, make_cache, prepare
 
 
-@functools.partial(jax.jit, static_argnames=("model", "plan", "hook_static", "metric_static",
-                                             "check_ids"))
-def _execute(params, inputs, leaves, metric_leaves, *, model, plan, hook_static, metric_static,
-             check_ids):
+@functools.partial(jax.jit, static_argnames=("model", "plan", "hook_static", "metric_static"))
+def _execute(params, inputs, leaves, metric_leaves, *, model, plan, hook_static, metric_static):
     data = _rebuild(hook_static, leaves)
     metric = _rebuild(metric_static, metric_leaves)
-    if check_ids:
-        check_token_ids(model, inputs)
 
     def forward(deltas):
         return run_model(model, plan, params, inputs, data["top"], data["groups"], deltas)
@@ -59,6 +55,16 @@ def _execute(params, inputs, leaves, metric_leaves, *, model, plan, hook_static,
 
     (result, (top, stacked)), grads = jax.value_and_grad(value, has_aux=True)(zeros)
     return result, top, stacked, grads["top"], grads["block"]
+
+
+def lower(model: HookedModel, params, tokens, metric: Callable[[Array], Array],
+          names: NameSelector = None, hooks: Hooks = None) -> jax.stages.Lowered:
+    """The program :func:`grad_cache` would run, lowered (for compile time, memory, HLO)."""
+    prep = prepare(model, params, tokens, names, hooks, None, None, grads=True)
+    metric_leaves, metric_static, metric_treedef = split_leaves(metric)
+    return _execute.lower(params, prep.inputs, prep.leaves, metric_leaves, model=model,
+                          plan=prep.plan, hook_static=(prep.treedef, prep.static_leaves),
+                          metric_static=(metric_treedef, metric_static))
 
 
 def grad_cache(model: HookedModel, params, tokens, metric: Callable[[Array], Array],
@@ -88,7 +94,7 @@ def grad_cache(model: HookedModel, params, tokens, metric: Callable[[Array], Arr
     value, top, stacked, g_top, g_stacked = _execute(
         params, prep.inputs, prep.leaves, metric_leaves, model=model, plan=prep.plan,
         hook_static=(prep.treedef, prep.static_leaves),
-        metric_static=(metric_treedef, metric_static), check_ids=prep.check_ids)
+        metric_static=(metric_treedef, metric_static))
     cache = make_cache(model, prep.plan, prep.capture, top, stacked)
     grads = make_cache(model, prep.plan, prep.capture, g_top, g_stacked)
     return value, cache, grads

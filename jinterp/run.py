@@ -29,13 +29,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Shaped
+from jaxtyping import Array, ArrayLike, Float, Int, Shaped
 
 from jinterp.cache import ActivationCache
 from jinterp.checks import device_check, is_host_value
 from jinterp.hooks import At, Entry, Hooks, check_at_layers, layered, normalise_hooks
 from jinterp.interventions import Intervention
-from jinterp.loop import run_model
+from jinterp.loop import BlockHook, run_model
 from jinterp.model import HookedModel
 from jinterp.names import NameSelector, block_name, resolve_names, shape_of, split_name
 from jinterp.plan import Plan, group_entries, split_leaves
@@ -64,14 +64,16 @@ def _layer_range(model: HookedModel, start, stop) -> tuple[int, int]:
     return lo, hi
 
 
-def validate_tokens(model: HookedModel, tokens) -> tuple[Any, bool]:
+def validate_tokens(model: HookedModel, tokens) -> Any:
     """Checks rank, dtype and length; ids on the host now, on a device inside the program.
 
     Returns:
-        ``(tokens, check_on_device)``: host data is checked here (a plain ``ValueError``); a
-        device array (or tracer) is checked inside the compiled program, so no call copies
-        device-resident tokens to the host (a blocking sync; impossible for a multi-host
-        global array).
+        The tokens. Host data is checked here (a plain ``ValueError``). A device array (or
+        tracer) passes through :func:`checked_token_ids`, a tiny program of its own that
+        checks the ids on the device and hands them on: no call copies device-resident tokens
+        to the host (a blocking sync on an accelerator; impossible for a multi-host global
+        array), and the main program stays free of host callbacks, which JAX's persistent
+        compilation cache refuses to store.
     """
     if not hasattr(tokens, "shape"):
         tokens = np.asarray(tokens)
@@ -83,12 +85,26 @@ def validate_tokens(model: HookedModel, tokens) -> tuple[Any, bool]:
                         "from a residual, pass start_at_layer=.)")
     _check_length(model, tokens.shape[1])
     if not is_host_value(tokens):
-        return tokens, True
+        return checked_token_ids(tokens, d_vocab=model.d_vocab)
     if tokens.size:
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= model.d_vocab:
             raise ValueError(f"Token ids must lie in [0, {model.d_vocab}); got ids in [{lo}, {hi}].")
-    return tokens, False
+    return tokens
+
+
+@functools.partial(jax.jit, static_argnames=("d_vocab",))
+def checked_token_ids(tokens: Int[Array, "batch pos"], *, d_vocab: int
+                      ) -> Int[Array, "batch pos"]:
+    """``tokens``, after an on-device check that every id lies in ``[0, d_vocab)``.
+
+    A failed check raises when the result is used (the error propagates to every program that
+    consumes these tokens), without a blocking copy beforehand.
+    """
+    lo, hi = jnp.min(tokens), jnp.max(tokens)
+    device_check((lo < 0) | (hi >= d_vocab),
+                 f"Token ids must lie in [0, {d_vocab}); got ids in [{{}}, {{}}].", lo, hi)
+    return tokens
 
 
 def _check_length(model: HookedModel, n_pos: int) -> None:
@@ -101,7 +117,7 @@ def _check_length(model: HookedModel, n_pos: int) -> None:
 def _resid_dtype(model: HookedModel, param_structure) -> jnp.dtype:
     params = jax.tree.unflatten(param_structure[0], [jax.ShapeDtypeStruct(s, d)
                                                      for s, d in param_structure[1]])
-    hook = lambda name, x: x
+    hook = BlockHook(lambda name, x: x, frozenset())  # records nothing, applies nothing
     out = jax.eval_shape(lambda p: model.embed(p, jnp.zeros((1, 1), jnp.int32), hook), params)
     return out.dtype
 
@@ -135,7 +151,6 @@ class Prepared:
     leaves: list
     static_leaves: tuple
     treedef: Any
-    check_ids: bool
     capture: tuple[str, ...]
 
 
@@ -182,9 +197,9 @@ def prepare(model: HookedModel, params, inputs, names: NameSelector | bool, hook
     start, stop = _layer_range(model, start_at_layer, stop_at_layer)
     from_tokens, to_logits = start_at_layer is None, stop_at_layer is None
     if from_tokens:
-        inputs, check_ids = validate_tokens(model, inputs)
+        inputs = validate_tokens(model, inputs)
     else:
-        inputs, check_ids = validate_resid(model, params, inputs, start), False
+        inputs = validate_resid(model, params, inputs, start)
     in_run_list = _names_in_run(model, start, stop, from_tokens, to_logits)
     in_run = set(in_run_list)
     if names is False:
@@ -222,7 +237,7 @@ def prepare(model: HookedModel, params, inputs, names: NameSelector | bool, hook
     plan = Plan(model.n_layers, start, stop, from_tokens, to_logits, tuple(top_capture),
                 block_capture, tuple(top_chains), tuple(groups), grads, wanted)
     leaves, static, treedef = split_leaves({"top": top_chains, "groups": groups_data})
-    return Prepared(plan, inputs, leaves, static, treedef, check_ids, tuple(capture))
+    return Prepared(plan, inputs, leaves, static, treedef, tuple(capture))
 
 
 def _rebuild(prep_static, leaves):
@@ -231,19 +246,9 @@ def _rebuild(prep_static, leaves):
                                         for d, s in zip(leaves, static_leaves)])
 
 
-def check_token_ids(model: HookedModel, tokens) -> None:
-    """Inside the program: token ids in ``[0, d_vocab)``, without a host copy beforehand."""
-    lo, hi = jnp.min(tokens), jnp.max(tokens)
-    device_check((lo < 0) | (hi >= model.d_vocab),
-                 f"Token ids must lie in [0, {model.d_vocab}); got ids in [{{}}, {{}}].", lo, hi)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "plan", "hook_static", "check_ids",
-                                             "unroll"))
-def _forward(params, inputs, leaves, *, model, plan, hook_static, check_ids, unroll):
+@functools.partial(jax.jit, static_argnames=("model", "plan", "hook_static", "unroll"))
+def _forward(params, inputs, leaves, *, model, plan, hook_static, unroll):
     data = _rebuild(hook_static, leaves)
-    if check_ids:
-        check_token_ids(model, inputs)
     return run_model(model, plan, params, inputs, data["top"], data["groups"], unroll=unroll)
 
 
@@ -286,7 +291,7 @@ def run_with_cache(model: HookedModel, params, tokens: Inputs,
     prep = prepare(model, params, tokens, names, hooks, start_at_layer, stop_at_layer)
     out, top, stacked = _forward(params, prep.inputs, prep.leaves, model=model, plan=prep.plan,
                                  hook_static=(prep.treedef, prep.static_leaves),
-                                 check_ids=prep.check_ids, unroll=_unroll(unroll))
+                                 unroll=_unroll(unroll))
     return out, make_cache(model, prep.plan, prep.capture, top, stacked)
 
 
@@ -306,8 +311,24 @@ def run_with_hooks(model: HookedModel, params, tokens: Inputs, hooks: Hooks,
     prep = prepare(model, params, tokens, False, hooks, start_at_layer, stop_at_layer)
     out, _, _ = _forward(params, prep.inputs, prep.leaves, model=model, plan=prep.plan,
                          hook_static=(prep.treedef, prep.static_leaves),
-                         check_ids=prep.check_ids, unroll=1)
+                         unroll=1)
     return out
+
+
+def lower(model: HookedModel, params, tokens: Inputs, names: NameSelector | bool = False,
+          hooks: Hooks = None, *, start_at_layer=None, stop_at_layer=None,
+          unroll: bool | int | None = None) -> jax.stages.Lowered:
+    """The program ``run_with_cache`` (or, with ``names=False``, ``run_with_hooks``) would run.
+
+    For inspection: ``.compile()`` (compile time, ``memory_analysis()``, ``cost_analysis()``),
+    ``.as_text()`` (the HLO). ``params`` and ``tokens`` may be ``jax.ShapeDtypeStruct``s.
+    """
+    concrete = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype)
+                            if isinstance(x, jax.ShapeDtypeStruct) else x, tokens)
+    prep = prepare(model, params, concrete, names, hooks, start_at_layer, stop_at_layer)
+    return _forward.lower(params, tokens, prep.leaves, model=model, plan=prep.plan,
+                          hook_static=(prep.treedef, prep.static_leaves),
+                          unroll=_unroll(unroll))
 
 
 def hook_names_where(model: HookedModel, predicate: Callable[[str], bool]) -> list[str]:

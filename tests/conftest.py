@@ -12,6 +12,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Hermetic runs: no compiled programs kept between test runs (a test turns it on on purpose).
+os.environ.setdefault("JINTERP_COMPILATION_CACHE", "0")
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 if TESTS not in sys.path:
