@@ -5,11 +5,12 @@ random one with ``models.GPT2(models.GPT2Config(...))`` and ``model.init(key)``.
 """
 
 from jinterp.models import gpt2_hf as _gpt2_hf
-from jinterp.models.gpt2 import GPT2, GPT2Config, Norm, Positional
-from jinterp.models.layers import Activation
 from jinterp.models.gemma import Gemma, GemmaConfig
 from jinterp.models.gemma2 import Gemma2, Gemma2Config
-from jinterp.models.gemma3 import Gemma3, Gemma3Config, multimodal_params_from_hf as _gemma3_mm_params
+from jinterp.models.gemma3 import Gemma3, Gemma3Config
+from jinterp.models.gemma3 import multimodal_params_from_hf as _gemma3_mm_params
+from jinterp.models.gpt2 import GPT2, GPT2Config, Norm, Positional
+from jinterp.models.layers import Activation
 from jinterp.models.llama import Llama, LlamaConfig
 from jinterp.models.llamalike import LlamaLike, LlamaLikeConfig
 from jinterp.models.llamalike_hf import params_from_hf as _llamalike_params
@@ -17,14 +18,17 @@ from jinterp.models.loading import Family, from_hf, load_pretrained, register_fa
 from jinterp.models.rope import Rope, RopeType
 from jinterp.models.tokenizer import Tokenizer, load_tokenizer
 
-register_family("gpt2", Family(lambda hf: GPT2(_gpt2_hf.config_from_hf(hf)), _gpt2_hf.params_from_hf))
+register_family("gpt2", Family(lambda hf: GPT2(_gpt2_hf.config_from_hf(hf)),
+                               _gpt2_hf.params_from_hf))
 for _type, _model, _config in [("llama", Llama, LlamaConfig), ("gemma", Gemma, GemmaConfig),
-                               ("gemma2", Gemma2, Gemma2Config), ("gemma3_text", Gemma3, Gemma3Config)]:
-    register_family(_type, Family(lambda hf, m=_model, c=_config: m(c.from_hf(hf)),
-                                  lambda model, tensors, dtype=None: _llamalike_params(model.core, tensors, dtype)))
+                               ("gemma2", Gemma2, Gemma2Config),
+                               ("gemma3_text", Gemma3, Gemma3Config)]:
+    register_family(_type, Family(
+        lambda hf, m=_model, c=_config: m(c.from_hf(hf)),
+        lambda model, tensors, dtype=None: _llamalike_params(model.core, tensors, dtype)))
 register_family("gemma3", Family(lambda hf: Gemma3(Gemma3Config.from_hf(hf)), _gemma3_mm_params))
 
 __all__ = ["GPT2", "GPT2Config", "Norm", "Positional", "Activation", "Family", "from_hf",
-           "load_pretrained", "register_family", "Llama", "LlamaConfig", "Gemma", "GemmaConfig", "Gemma2",
-           "Gemma2Config", "Gemma3", "Gemma3Config", "LlamaLike", "LlamaLikeConfig", "Rope", "RopeType",
-           "Tokenizer", "load_tokenizer"]
+           "load_pretrained", "register_family", "Llama", "LlamaConfig", "Gemma", "GemmaConfig",
+           "Gemma2", "Gemma2Config", "Gemma3", "Gemma3Config", "LlamaLike", "LlamaLikeConfig",
+           "Rope", "RopeType", "Tokenizer", "load_tokenizer"]

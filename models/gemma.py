@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from jinterp.models.layers import Activation
 from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
 from jinterp.models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
-from jinterp.models.layers import Activation
 from jinterp.models.rope import Rope
 
 #: Released shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab).
@@ -45,9 +45,9 @@ class GemmaConfig(DecoderShape):
 
     def to_core(self) -> LlamaLikeConfig:
         return LlamaLikeConfig(
-            **self.shape(), n_ctx=self.n_ctx, rope=self.rope, activation=self.activation, rms_eps=self.rms_eps,
-            norm_offset=True, embed_scale=True, tied_embeddings=True, attn_bias=self.attn_bias,
-            init_range=self.init_range, dtype=self.dtype)
+            **self.shape(), n_ctx=self.n_ctx, rope=self.rope, activation=self.activation,
+            rms_eps=self.rms_eps, norm_offset=True, embed_scale=True, tied_embeddings=True,
+            attn_bias=self.attn_bias, init_range=self.init_range, dtype=self.dtype)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GemmaConfig":
@@ -63,11 +63,14 @@ class GemmaConfig(DecoderShape):
         """From an HF ``config.json`` dict (transformers 4.x or 5 spelling)."""
         check_causal(hf)
         if not hf.get("tie_word_embeddings", True):
-            raise ValueError("Gemma ties its unembedding to the embedding; tie_word_embeddings=False is "
-                             "not a Gemma checkpoint (use model_type 'llama' for an untied model).")
-        return cls(**shape_from_hf(hf), n_ctx=hf.get("max_position_embeddings"), rope=rope_from_hf(hf),
-                   rms_eps=hf.get("rms_norm_eps", 1e-6), activation=gemma_activation(hf, "hidden_act"),
-                   attn_bias=hf.get("attention_bias", False), init_range=hf.get("initializer_range", 0.02))
+            raise ValueError("Gemma ties its unembedding to the embedding; "
+                             "tie_word_embeddings=False is not a Gemma checkpoint (use model_type "
+                             "'llama' for an untied model).")
+        return cls(**shape_from_hf(hf), n_ctx=hf.get("max_position_embeddings"),
+                   rope=rope_from_hf(hf), rms_eps=hf.get("rms_norm_eps", 1e-6),
+                   activation=gemma_activation(hf, "hidden_act"),
+                   attn_bias=hf.get("attention_bias", False),
+                   init_range=hf.get("initializer_range", 0.02))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 
 from jinterp.models.gemma import gemma_activation
+from jinterp.models.layers import Activation
 from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
 from jinterp.models.llamalike_hf import check_causal, rope_from_hf, shape_from_hf
-from jinterp.models.layers import Activation
 from jinterp.models.rope import Rope
 
 #: Released shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, query_pre_attn_scalar).
@@ -40,7 +40,8 @@ def local_layers_from_hf(hf: dict, default_period: int) -> tuple[bool, ...]:
         return alternating(n_layers, hf.get("sliding_window_pattern") or default_period)
     unknown = sorted(set(types) - set(LAYER_TYPES))
     if unknown:
-        raise ValueError(f"Unsupported layer_types {unknown}; the port knows {sorted(LAYER_TYPES)}.")
+        raise ValueError(f"Unsupported layer_types {unknown}; the port knows "
+                         f"{sorted(LAYER_TYPES)}.")
     if len(types) != n_layers:
         raise ValueError(f"layer_types has {len(types)} entries for num_hidden_layers={n_layers}.")
     return tuple(LAYER_TYPES[t] for t in types)
@@ -64,7 +65,8 @@ class Gemma2Config(DecoderShape):
     """A Gemma 2 model (sizes from :class:`DecoderShape`).
 
     Attributes:
-        local_layers: per layer, whether it is a sliding-window layer; None = alternating, starting local.
+        local_layers: per layer, whether it is a sliding-window layer; None = alternating,
+            starting local.
         attn_softcap / final_softcap: soft-caps on scores / logits (50 / 30 released); None = off.
     """
 
@@ -102,20 +104,24 @@ class Gemma2Config(DecoderShape):
         if name not in _PRESETS:
             raise ValueError(f"Unknown Gemma 2 preset {name!r}; choose from {sorted(_PRESETS)}.")
         L, D, H, K, Dh, M, qpas = _PRESETS[name]
-        fields = dict(n_layers=L, d_model=D, n_heads=H, n_kv_heads=K, d_head=Dh, d_mlp=M, d_vocab=256000,
-                      query_pre_attn_scalar=qpas)
+        fields = dict(n_layers=L, d_model=D, n_heads=H, n_kv_heads=K, d_head=Dh, d_mlp=M,
+                      d_vocab=256000, query_pre_attn_scalar=qpas)
         return cls(**(fields | overrides))
 
     @classmethod
     def from_hf(cls, hf: dict) -> "Gemma2Config":
         """From an HF ``config.json`` dict (transformers 4.x or 5 spelling)."""
         check_causal(hf)
-        return cls(**shape_from_hf(hf), n_ctx=hf.get("max_position_embeddings"), rope=rope_from_hf(hf),
+        return cls(**shape_from_hf(hf), n_ctx=hf.get("max_position_embeddings"),
+                   rope=rope_from_hf(hf),
                    query_pre_attn_scalar=hf.get("query_pre_attn_scalar", 256),
-                   attn_softcap=hf.get("attn_logit_softcapping"), final_softcap=hf.get("final_logit_softcapping"),
+                   attn_softcap=hf.get("attn_logit_softcapping"),
+                   final_softcap=hf.get("final_logit_softcapping"),
                    **sliding_from_hf(hf, 2),
-                   rms_eps=hf.get("rms_norm_eps", 1e-6), activation=gemma_activation(hf, "hidden_activation"),
-                   attn_bias=hf.get("attention_bias", False), init_range=hf.get("initializer_range", 0.02))
+                   rms_eps=hf.get("rms_norm_eps", 1e-6),
+                   activation=gemma_activation(hf, "hidden_activation"),
+                   attn_bias=hf.get("attention_bias", False),
+                   init_range=hf.get("initializer_range", 0.02))
 
 
 @dataclasses.dataclass(frozen=True)

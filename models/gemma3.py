@@ -1,8 +1,8 @@
 """Gemma 3 text (HF ``model_type`` ``gemma3_text``, and the text tower of ``gemma3``).
 
 Deltas from Gemma 2: RMSNorm on every query and key head before RoPE (hooks ``attn.q_norm.*`` /
-``attn.k_norm.*``); five local (sliding-window) layers to one global (``layer_types`` from the config
-when present, else ``sliding_window_pattern``); local layers use their own RoPE base
+``attn.k_norm.*``); five local (sliding-window) layers to one global (``layer_types`` from the
+config when present, else ``sliding_window_pattern``); local layers use their own RoPE base
 (``rope_local_base_freq``, 10k) while global layers use ``rope_theta`` (1M) with the config's
 scaling (``linear``, factor 8, for 4B and up); no attention soft-cap. HF's Gemma 3 attention
 ignores ``attn_logit_softcapping`` whatever its value, and so does this port.
@@ -20,9 +20,9 @@ import numpy as np
 
 from jinterp.models.gemma import gemma_activation
 from jinterp.models.gemma2 import alternating, sliding_from_hf
+from jinterp.models.layers import Activation
 from jinterp.models.llamalike import DecoderShape, LlamaLike, LlamaLikeConfig
 from jinterp.models.llamalike_hf import check_causal, params_from_hf, shape_from_hf
-from jinterp.models.layers import Activation
 from jinterp.models.rope import Rope, RopeType
 
 #: Released text shapes: (n_layers, d_model, n_heads, n_kv_heads, d_head, d_mlp, d_vocab, n_ctx,
@@ -35,9 +35,10 @@ _PRESETS = {
 
 #: HF ``Gemma3TextConfig`` defaults, for fields a multimodal checkpoint's ``text_config`` omits.
 HF_TEXT_DEFAULTS = dict(
-    vocab_size=262_208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
-    num_key_value_heads=4, head_dim=256, hidden_activation="gelu_pytorch_tanh", max_position_embeddings=131_072,
-    rms_norm_eps=1e-6, query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=None,
+    vocab_size=262_208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+    num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+    hidden_activation="gelu_pytorch_tanh", max_position_embeddings=131_072, rms_norm_eps=1e-6,
+    query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=None,
     attention_bias=False, initializer_range=0.02)
 
 
@@ -73,10 +74,11 @@ class Gemma3Config(DecoderShape):
     def to_core(self) -> LlamaLikeConfig:
         return LlamaLikeConfig(
             **self.shape(), n_ctx=self.n_ctx, rope=self.rope, rope_local=self.rope_local,
-            local_layers=self.local_layers, sliding_window=self.sliding_window, activation=self.activation,
-            rms_eps=self.rms_eps, norm_offset=True, embed_scale=True, post_norms=True, qk_norm=True,
-            query_pre_attn_scalar=self.query_pre_attn_scalar, final_softcap=self.final_softcap,
-            tied_embeddings=True, attn_bias=self.attn_bias, init_range=self.init_range, dtype=self.dtype)
+            local_layers=self.local_layers, sliding_window=self.sliding_window,
+            activation=self.activation, rms_eps=self.rms_eps, norm_offset=True, embed_scale=True,
+            post_norms=True, qk_norm=True, query_pre_attn_scalar=self.query_pre_attn_scalar,
+            final_softcap=self.final_softcap, tied_embeddings=True, attn_bias=self.attn_bias,
+            init_range=self.init_range, dtype=self.dtype)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "Gemma3Config":
@@ -84,34 +86,37 @@ class Gemma3Config(DecoderShape):
         if name not in _PRESETS:
             raise ValueError(f"Unknown Gemma 3 preset {name!r}; choose from {sorted(_PRESETS)}.")
         L, D, H, K, Dh, M, V, n_ctx, window, rope, qpas = _PRESETS[name]
-        fields = dict(n_layers=L, d_model=D, n_heads=H, n_kv_heads=K, d_head=Dh, d_mlp=M, d_vocab=V, n_ctx=n_ctx,
-                      sliding_window=window, rope=rope, query_pre_attn_scalar=qpas)
+        fields = dict(n_layers=L, d_model=D, n_heads=H, n_kv_heads=K, d_head=Dh, d_mlp=M,
+                      d_vocab=V, n_ctx=n_ctx, sliding_window=window, rope=rope,
+                      query_pre_attn_scalar=qpas)
         return cls(**(fields | overrides))
 
     @classmethod
     def from_hf(cls, hf: dict) -> "Gemma3Config":
-        """From an HF ``gemma3_text`` config dict, or a ``gemma3`` one (its ``text_config`` is used)."""
+        """From an HF ``gemma3_text`` config dict, or a ``gemma3`` one (its ``text_config``)."""
         multimodal = hf.get("model_type") == "gemma3"
         if multimodal:  # HF's Gemma3ForConditionalGeneration never applies the final soft-cap
             hf = (hf.get("text_config") or {}) | {"final_logit_softcapping": None}
         hf = HF_TEXT_DEFAULTS | hf
         check_causal(hf)
         rope, rope_local = _ropes_from_hf(hf)
-        return cls(**shape_from_hf(hf), n_ctx=hf.get("max_position_embeddings"), rope=rope, rope_local=rope_local,
-                   query_pre_attn_scalar=hf["query_pre_attn_scalar"], final_softcap=hf["final_logit_softcapping"],
+        return cls(**shape_from_hf(hf), n_ctx=hf.get("max_position_embeddings"), rope=rope,
+                   rope_local=rope_local, query_pre_attn_scalar=hf["query_pre_attn_scalar"],
+                   final_softcap=hf["final_logit_softcapping"],
                    **sliding_from_hf(hf, 6), rms_eps=hf["rms_norm_eps"],
-                   activation=gemma_activation(hf, "hidden_activation"), attn_bias=hf["attention_bias"],
-                   init_range=hf["initializer_range"])
+                   activation=gemma_activation(hf, "hidden_activation"),
+                   attn_bias=hf["attention_bias"], init_range=hf["initializer_range"])
 
 
 def _ropes_from_hf(hf: dict) -> tuple[Rope, Rope]:
-    """(global, local) RoPE from transformers 5's nested ``rope_parameters`` or 4.x's flat fields."""
+    """(global, local) RoPE from transformers 5's nested ``rope_parameters`` or 4.x's flat ones."""
     n_pos = hf["max_position_embeddings"]
     nested = hf.get("rope_parameters")
     if isinstance(nested, dict) and ("full_attention" in nested or "sliding_attention" in nested):
         return (Rope.from_hf(nested.get("full_attention"), 1_000_000.0, n_pos),
                 Rope.from_hf(nested.get("sliding_attention"), 10_000.0, n_pos))
-    global_rope = Rope.from_hf(hf.get("rope_scaling") or nested, hf.get("rope_theta") or 1_000_000.0, n_pos)
+    global_rope = Rope.from_hf(hf.get("rope_scaling") or nested,
+                               hf.get("rope_theta") or 1_000_000.0, n_pos)
     return global_rope, Rope(float(hf.get("rope_local_base_freq") or 10_000.0))
 
 
@@ -122,7 +127,8 @@ class Gemma3(LlamaLike):
     config: Gemma3Config
 
 
-_VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+_VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                    "model.multi_modal_projector.")
 _TEXT_PREFIXES = ("model.language_model.", "language_model.model.", "language_model.", "model.")
 
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from jinterp.model import HookedModel
+from jinterp.models.dtypes import canonical_dtype
 from jinterp.models.layers import Activation, attention, causal_mask, layer_norm, mlp
 from jinterp.names import BLOCK_POINTS, TOP_POINTS, Axes, standard
 
@@ -71,23 +72,27 @@ class GPT2Config:
     ln_eps: float = 1e-5
     attn_scale_by_layer: bool = False
     init_range: float = 0.02
-    dtype: str = "float32"
+    dtype: str | object = "float32"
 
     def __post_init__(self):
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
         for field in ("activation", "normalization", "positional"):
-            enum_type = {"activation": Activation, "normalization": Norm, "positional": Positional}[field]
+            enum_type = {"activation": Activation, "normalization": Norm,
+                         "positional": Positional}[field]
             value = getattr(self, field)
             try:
                 object.__setattr__(self, field, enum_type(value))
             except ValueError:
-                raise ValueError(f"{field}={value!r} is not one of {[e.value for e in enum_type]}.") from None
+                raise ValueError(f"{field}={value!r} is not one of "
+                                 f"{[e.value for e in enum_type]}.") from None
         for field in ("n_layers", "d_model", "n_heads", "d_head", "d_vocab", "n_ctx"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be positive, got {getattr(self, field)}.")
         if self.d_mlp is not None and self.d_mlp <= 0:
             raise ValueError(f"d_mlp must be positive or None (attention-only), got {self.d_mlp}.")
         if self.tied_embeddings and self.unembed_bias:
-            raise ValueError("A tied unembedding has no bias: set unembed_bias=False or tied_embeddings=False.")
+            raise ValueError("A tied unembedding has no bias: set unembed_bias=False or "
+                             "tied_embeddings=False.")
 
     @property
     def attn_only(self) -> bool:
@@ -169,7 +174,8 @@ class GPT2(HookedModel):
         kv = ("layer", "n_kv_heads", "d_model", "d_head")
         attn = {"W_Q": head, "W_K": kv, "W_V": kv, "W_O": ("layer", "n_heads", "d_head", "d_model")}
         if cfg.attn_bias:
-            attn |= {"b_Q": ("layer", "n_heads", "d_head"), "b_K": ("layer", "n_kv_heads", "d_head"),
+            attn |= {"b_Q": ("layer", "n_heads", "d_head"),
+                     "b_K": ("layer", "n_kv_heads", "d_head"),
                      "b_V": ("layer", "n_kv_heads", "d_head"), "b_O": ("layer", "d_model")}
         ln = {"w": ("layer", "d_model"), "b": ("layer", "d_model")}
         blocks: dict = {"attn": attn}

@@ -56,7 +56,8 @@ def params_from_hf(model: GPT2, tensors: dict[str, np.ndarray], dtype=None) -> d
                 "b": per_layer(lambda l: t.take(f"h.{l}.ln_1.bias", (D,)))},
         "attn": {"W_Q": w_qkv[:, 0], "W_K": w_qkv[:, 1], "W_V": w_qkv[:, 2],
                  "b_Q": b_qkv[:, 0], "b_K": b_qkv[:, 1], "b_V": b_qkv[:, 2],
-                 "W_O": per_layer(lambda l: t.take(f"h.{l}.attn.c_proj.weight", (H * Dh, D)).reshape(H, Dh, D)),
+                 "W_O": per_layer(  # [H * Dh, D] -> [H, Dh, D]
+                     lambda l: t.take(f"h.{l}.attn.c_proj.weight", (H * Dh, D)).reshape(H, Dh, D)),
                  "b_O": per_layer(lambda l: t.take(f"h.{l}.attn.c_proj.bias", (D,)))},
         "ln2": {"w": per_layer(lambda l: t.take(f"h.{l}.ln_2.weight", (D,))),
                 "b": per_layer(lambda l: t.take(f"h.{l}.ln_2.bias", (D,)))},

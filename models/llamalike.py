@@ -13,10 +13,10 @@ stays flat in depth and captures come out stacked.
 Parameters (leading ``layer`` axis on everything under ``blocks``)::
 
     embed.W_E            [d_vocab, d_model]
-    blocks.ln1.w         [layer, d_model]               (ln2 the same; ln1_post/ln2_post: post_norms)
-    blocks.attn.W_Q      [layer, n_heads, d_model, d_head]      b_Q [layer, n_heads, d_head]     (bias)
-    blocks.attn.W_K/W_V  [layer, n_kv_heads, d_model, d_head]   b_K/b_V [layer, n_kv_heads, d_head]
-    blocks.attn.W_O      [layer, n_heads, d_head, d_model]      b_O [layer, d_model]
+    blocks.ln1.w         [layer, d_model]              (ln2 the same; ln1_post/ln2_post: post_norms)
+    blocks.attn.W_Q      [layer, n_heads, d_model, d_head]     b_Q [layer, n_heads, d_head]  (bias)
+    blocks.attn.W_K/W_V  [layer, n_kv_heads, d_model, d_head]  b_K/b_V [layer, n_kv_heads, d_head]
+    blocks.attn.W_O      [layer, n_heads, d_head, d_model]     b_O [layer, d_model]
     blocks.attn.q_norm.w / k_norm.w  [layer, d_head]                (qk_norm)
     blocks.mlp.W_gate/W_in [layer, d_model, d_mlp]  W_out [layer, d_mlp, d_model]
                          (mlp_bias: b_gate/b_in [layer, d_mlp], b_out [layer, d_model])
@@ -26,15 +26,17 @@ Parameters (leading ``layer`` axis on everything under ``blocks``)::
 Norm weights are stored as the checkpoint stores them: Gemma's are offsets (scale ``1 + w``).
 
 Activation names are TransformerLens's, in forward order: ``hook_resid_pre``, ``ln1.*``,
-``attn.hook_q`` ``[batch pos n_heads d_head]``, ``attn.hook_k`` / ``hook_v`` ``[batch pos n_kv_heads
-d_head]`` (never repeated to n_heads), Gemma 3's ``attn.q_norm.*`` / ``attn.k_norm.*``,
-``attn.hook_rot_q`` / ``hook_rot_k`` (after RoPE), ``attn.hook_attn_scores`` (scaled, soft-capped,
-masked with -inf), ``attn.hook_pattern``, ``attn.hook_z``, optional ``attn.hook_result``, Gemma 2/3's
-``ln1_post.*``, ``hook_attn_out`` (what is added to the residual), ``hook_resid_mid``, ``ln2.*``,
-``mlp.hook_pre`` (gate pre-activation), ``mlp.hook_pre_linear`` (up projection), ``mlp.hook_post``
-(``act(gate) * up``), ``ln2_post.*``, ``hook_mlp_out``, ``hook_resid_post``. Differences from TL:
-RMSNorm ``hook_normalized`` is ``x / scale`` before the weight (float32), as in TL; TL calls Gemma 3's q/k norms ``attn.q_norm.*`` / ``attn.k_norm.*`` and hooks them on a
-flattened ``[batch*pos*heads, d_head]`` view, here they keep ``[batch pos heads ...]``.
+``attn.hook_q`` ``[batch pos n_heads d_head]``, ``attn.hook_k`` / ``hook_v``
+``[batch pos n_kv_heads d_head]`` (never repeated to n_heads), Gemma 3's ``attn.q_norm.*`` /
+``attn.k_norm.*``, ``attn.hook_rot_q`` / ``hook_rot_k`` (after RoPE), ``attn.hook_attn_scores``
+(scaled, soft-capped, masked with -inf), ``attn.hook_pattern``, ``attn.hook_z``, optional
+``attn.hook_result``, Gemma 2/3's ``ln1_post.*``, ``hook_attn_out`` (what is added to the
+residual), ``hook_resid_mid``, ``ln2.*``, ``mlp.hook_pre`` (gate pre-activation),
+``mlp.hook_pre_linear`` (up projection), ``mlp.hook_post`` (``act(gate) * up``), ``ln2_post.*``,
+``hook_mlp_out``, ``hook_resid_post``. Differences from TL: RMSNorm ``hook_normalized`` is
+``x / scale`` before the weight (float32), as in TL; TL calls Gemma 3's q/k norms ``attn.q_norm.*``
+/ ``attn.k_norm.*`` and hooks them on a flattened ``[batch*pos*heads, d_head]`` view, here they
+keep ``[batch pos heads ...]``.
 """
 
 from __future__ import annotations
@@ -50,8 +52,16 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from jinterp.model import HookedModel
-from jinterp.models.layers import (NO_WINDOW, Activation, attention, causal_mask, gated_mlp,
-                                   rms_norm, soft_cap)
+from jinterp.models.dtypes import canonical_dtype
+from jinterp.models.layers import (
+    NO_WINDOW,
+    Activation,
+    attention,
+    causal_mask,
+    gated_mlp,
+    rms_norm,
+    soft_cap,
+)
 from jinterp.models.rope import Rope, cos_sin
 from jinterp.names import BLOCK_POINTS, TOP_POINTS, Axes, standard
 
@@ -86,7 +96,8 @@ class LlamaLikeConfig:
         d_head: per-head width, independent of ``d_model / n_heads`` (Gemma).
         n_ctx: longest accepted sequence (HF ``max_position_embeddings``); None for no limit.
         rope: RoPE of global layers (all layers without a local pattern).
-        rope_local: RoPE of local (sliding-window) layers when it differs (Gemma 3); None = ``rope``.
+        rope_local: RoPE of local (sliding-window) layers when it differs (Gemma 3); None =
+            ``rope``.
         local_layers: per layer, whether it uses the sliding window (Gemma 2/3); () = none does.
         sliding_window: a local layer's query at ``i`` sees keys ``j`` with ``i - j < window``.
         norm_offset: Gemma's RMSNorm scale ``1 + w`` (float32) instead of Llama's ``w``.
@@ -124,23 +135,26 @@ class LlamaLikeConfig:
     attn_bias: bool = False
     mlp_bias: bool = False
     init_range: float = 0.02
-    dtype: str = "float32"
+    dtype: str | object = "float32"
 
     def __post_init__(self):
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
         object.__setattr__(self, "activation", Activation(self.activation))
         object.__setattr__(self, "local_layers", tuple(bool(b) for b in self.local_layers))
         for field in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp", "d_vocab"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be positive, got {getattr(self, field)}.")
         if self.n_heads % self.n_kv_heads:
-            raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}; "
-                             "each key/value head must serve the same number of query heads.")
+            raise ValueError(f"n_heads={self.n_heads} is not divisible by "
+                             f"n_kv_heads={self.n_kv_heads}; each key/value head must serve the "
+                             "same number of query heads.")
         if self.d_head % 2:
             raise ValueError(f"RoPE needs an even d_head, got {self.d_head}.")
         if self.n_ctx is not None and self.n_ctx <= 0:
             raise ValueError(f"n_ctx must be positive or None, got {self.n_ctx}.")
         if self.local_layers and len(self.local_layers) != self.n_layers:
-            raise ValueError(f"local_layers has {len(self.local_layers)} entries for n_layers={self.n_layers}.")
+            raise ValueError(f"local_layers has {len(self.local_layers)} entries for "
+                             f"n_layers={self.n_layers}.")
         if any(self.local_layers) and (self.sliding_window is None or self.sliding_window < 1):
             raise ValueError(f"Local layers need sliding_window >= 1, got {self.sliding_window}.")
         for field in ("attn_softcap", "final_softcap", "query_pre_attn_scalar"):
@@ -160,7 +174,7 @@ class LlamaLikeConfig:
 
     @property
     def attn_scale(self) -> float:
-        """Multiplier of query-key dot products: ``query_pre_attn_scalar ** -0.5`` (or ``d_head``)."""
+        """Multiplier of query-key dot products: ``(query_pre_attn_scalar or d_head) ** -0.5``."""
         return (self.query_pre_attn_scalar or self.d_head) ** -0.5
 
     def is_local(self, layer: int) -> bool:
@@ -239,7 +253,8 @@ class LlamaLike(HookedModel):
         kv = ("layer", "n_kv_heads", "d_model", "d_head")
         attn = {"W_Q": head, "W_K": kv, "W_V": kv, "W_O": ("layer", "n_heads", "d_head", "d_model")}
         if c.attn_bias:
-            attn |= {"b_Q": ("layer", "n_heads", "d_head"), "b_K": ("layer", "n_kv_heads", "d_head"),
+            attn |= {"b_Q": ("layer", "n_heads", "d_head"),
+                     "b_K": ("layer", "n_kv_heads", "d_head"),
                      "b_V": ("layer", "n_kv_heads", "d_head"), "b_O": ("layer", "d_model")}
         if c.qk_norm:
             attn |= {"q_norm": {"w": ("layer", "d_head")}, "k_norm": {"w": ("layer", "d_head")}}

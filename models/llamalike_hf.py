@@ -27,7 +27,7 @@ and have the shape the config implies (:class:`models.hf_io.TensorMap`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +50,10 @@ def shape_from_hf(hf: dict) -> dict:
 
 
 def rope_from_hf(hf: dict, default_theta: float = 10_000.0) -> Rope:
-    """One global RoPE from ``rope_parameters`` (transformers 5) or ``rope_theta``/``rope_scaling`` (4.x)."""
+    """One global RoPE, from an HF config in either transformers spelling.
+
+    transformers 5 nests it in ``rope_parameters``; 4.x has ``rope_theta`` / ``rope_scaling``.
+    """
     params = hf.get("rope_parameters") or hf.get("rope_scaling")
     theta = hf.get("rope_theta") or default_theta
     return Rope.from_hf(params, theta, hf.get("max_position_embeddings"))
@@ -59,35 +62,44 @@ def rope_from_hf(hf: dict, default_theta: float = 10_000.0) -> Rope:
 def check_causal(hf: dict) -> None:
     """The ports are causal decoders; HF's bidirectional option would change every mask."""
     if hf.get("use_bidirectional_attention"):
-        raise ValueError("use_bidirectional_attention=True is not supported: the ports are causal decoders.")
+        raise ValueError("use_bidirectional_attention=True is not supported: the ports are causal "
+                         "decoders.")
 
 
 def params_from_hf(core: LlamaLikeConfig, tensors: dict[str, np.ndarray], dtype=None,
                    strip_prefixes: tuple[str, ...] = ("model.",)) -> dict:
-    """Converts HF Llama/Gemma tensors to jinterp params (layout: :mod:`jinterp.models.llamalike`)."""
+    """Converts HF Llama/Gemma tensors to jinterp params.
+
+    The layout is documented in :mod:`jinterp.models.llamalike`.
+    """
     c = core
     t = TensorMap(tensors, strip_prefixes=strip_prefixes, ignore_suffixes=("rotary_emb.inv_freq",))
-    L, D, H, K, Dh, M, V = c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head, c.d_mlp, c.d_vocab
+    L, D, H, K, Dh = c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.d_head
+    M, V = c.d_mlp, c.d_vocab
 
     def stack(fn: Callable[[str], np.ndarray]) -> np.ndarray:
         return np.stack([fn(f"layers.{l}.") for l in range(L)])  # layer ...
 
     def heads_in(name: str, n: int) -> np.ndarray:  # [n*Dh, D] -> [n, D, Dh]
-        return stack(lambda pre: t.take(pre + name, (n * Dh, D)).reshape(n, Dh, D).transpose(0, 2, 1))
+        return stack(lambda pre: t.take(pre + name, (n * Dh, D))
+                     .reshape(n, Dh, D).transpose(0, 2, 1))
 
     def vec(name: str, size: int, reshape=None) -> np.ndarray:
         return stack(lambda pre: t.take(pre + name, (size,)).reshape(reshape or (size,)))
 
-    attn = {"W_Q": heads_in("self_attn.q_proj.weight", H), "W_K": heads_in("self_attn.k_proj.weight", K),
+    attn = {"W_Q": heads_in("self_attn.q_proj.weight", H),
+            "W_K": heads_in("self_attn.k_proj.weight", K),
             "W_V": heads_in("self_attn.v_proj.weight", K),
             "W_O": stack(lambda pre: t.take(pre + "self_attn.o_proj.weight", (D, H * Dh))
                          .reshape(D, H, Dh).transpose(1, 2, 0))}  # layer n_heads d_head d_model
     if c.attn_bias:
         attn |= {"b_Q": vec("self_attn.q_proj.bias", H * Dh, (H, Dh)),
                  "b_K": vec("self_attn.k_proj.bias", K * Dh, (K, Dh)),
-                 "b_V": vec("self_attn.v_proj.bias", K * Dh, (K, Dh)), "b_O": vec("self_attn.o_proj.bias", D)}
+                 "b_V": vec("self_attn.v_proj.bias", K * Dh, (K, Dh)),
+                 "b_O": vec("self_attn.o_proj.bias", D)}
     if c.qk_norm:
-        attn |= {"q_norm": {"w": vec("self_attn.q_norm.weight", Dh)}, "k_norm": {"w": vec("self_attn.k_norm.weight", Dh)}}
+        attn |= {"q_norm": {"w": vec("self_attn.q_norm.weight", Dh)},
+                 "k_norm": {"w": vec("self_attn.k_norm.weight", Dh)}}
     mlp = {"W_gate": stack(lambda pre: t.take(pre + "mlp.gate_proj.weight", (M, D)).T),
            "W_in": stack(lambda pre: t.take(pre + "mlp.up_proj.weight", (M, D)).T),
            "W_out": stack(lambda pre: t.take(pre + "mlp.down_proj.weight", (D, M)).T)}
@@ -97,7 +109,8 @@ def params_from_hf(core: LlamaLikeConfig, tensors: dict[str, np.ndarray], dtype=
     norm_keys = ({"ln1": "input_layernorm", "ln1_post": "post_attention_layernorm",
                   "ln2": "pre_feedforward_layernorm", "ln2_post": "post_feedforward_layernorm"}
                  if c.post_norms else {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"})
-    blocks = {"attn": attn, "mlp": mlp, **{ours: {"w": vec(f"{hf}.weight", D)} for ours, hf in norm_keys.items()}}
+    norms = {ours: {"w": vec(f"{hf}.weight", D)} for ours, hf in norm_keys.items()}
+    blocks = {"attn": attn, "mlp": mlp, **norms}
     params = {"embed": {"W_E": t.take("embed_tokens.weight", (V, D))}, "blocks": blocks,
               "ln_final": {"w": t.take("norm.weight", (D,))}}
     unembed = unembedding(t, c.tied_embeddings, (V, D))

@@ -37,7 +37,8 @@ class RopeType(str, enum.Enum):
     LLAMA3 = "llama3"
 
 
-_LLAMA3_FIELDS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+_LLAMA3_FIELDS = ("factor", "low_freq_factor", "high_freq_factor",
+                  "original_max_position_embeddings")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,21 +65,26 @@ class Rope:
         except ValueError:
             raise ValueError(
                 f"Unsupported RoPE scaling type {self.type!r}; jinterp supports "
-                f"{[t.value for t in RopeType]}. Other types (yarn, dynamic, longrope) are not ported."
+                f"{[t.value for t in RopeType]}. Other types (yarn, dynamic, longrope) are not "
+                "ported."
             ) from None
         if self.theta <= 0:
             raise ValueError(f"RoPE theta must be positive, got {self.theta}.")
         llama3_set = [f for f in _LLAMA3_FIELDS[1:] if getattr(self, f) is not None]
         if self.type is RopeType.DEFAULT and (self.factor is not None or llama3_set):
-            raise ValueError("RoPE type 'default' takes no scaling parameters; set type='linear' or 'llama3'.")
+            raise ValueError("RoPE type 'default' takes no scaling parameters; set type='linear' "
+                             "or 'llama3'.")
         if self.type is not RopeType.DEFAULT and (self.factor is None or self.factor <= 0):
-            raise ValueError(f"RoPE type {self.type.value!r} needs a positive `factor`, got {self.factor}.")
+            raise ValueError(f"RoPE type {self.type.value!r} needs a positive `factor`, got "
+                             f"{self.factor}.")
         if self.type is RopeType.LINEAR and llama3_set:
-            raise ValueError(f"RoPE type 'linear' takes only `factor`; got llama3 fields {llama3_set}.")
+            raise ValueError(f"RoPE type 'linear' takes only `factor`; got llama3 fields "
+                             f"{llama3_set}.")
         if self.type is RopeType.LLAMA3:
             missing = [f for f in _LLAMA3_FIELDS if getattr(self, f) is None]
             if missing:
-                raise ValueError(f"RoPE type 'llama3' needs {list(_LLAMA3_FIELDS)}; missing {missing}.")
+                raise ValueError(f"RoPE type 'llama3' needs {list(_LLAMA3_FIELDS)}; missing "
+                                 f"{missing}.")
             if self.high_freq_factor <= self.low_freq_factor:
                 raise ValueError(f"llama3 RoPE needs high_freq_factor > low_freq_factor, got "
                                  f"{self.high_freq_factor} <= {self.low_freq_factor}.")
@@ -98,7 +104,8 @@ class Rope:
         theta = params.pop("rope_theta", theta)
         partial = params.pop("partial_rotary_factor", None)
         if partial not in (None, 1.0):
-            raise ValueError(f"partial_rotary_factor={partial} (RoPE on part of each head) is not supported.")
+            raise ValueError(f"partial_rotary_factor={partial} (RoPE on part of each head) is not "
+                             "supported.")
         if kind == RopeType.LLAMA3.value:
             params.setdefault("original_max_position_embeddings", max_position_embeddings)
         known = {"factor", *_LLAMA3_FIELDS} if kind == RopeType.LLAMA3.value else {"factor"}
@@ -143,8 +150,9 @@ def _llama3_scale(inv_freq: np.ndarray, rope: Rope) -> np.ndarray:
 
 def cos_sin(positions: Int[Array, " pos"], inv_freq: Float[Array, " half"],
             dtype) -> tuple[Float[Array, "pos d_head"], Float[Array, "pos d_head"]]:
-    """cos and sin of the rotation angles ``[pos, d_head]``, computed in float32, cast to ``dtype``."""
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq.astype(jnp.float32)[None, :]  # pos half
+    """cos and sin of the rotation angles ``[pos, d_head]``, in float32, cast to ``dtype``."""
+    angles = (positions.astype(jnp.float32)[:, None]
+              * inv_freq.astype(jnp.float32)[None, :])  # pos half
     angles = jnp.concatenate([angles, angles], axis=-1)  # pos d_head
     return jnp.cos(angles).astype(dtype), jnp.sin(angles).astype(dtype)
 
@@ -153,5 +161,6 @@ def rotate(x: Float[Array, "batch pos heads d_head"], cos: Float[Array, "pos d_h
            sin: Float[Array, "pos d_head"]) -> Float[Array, "batch pos heads d_head"]:
     """Applies the rotation: ``x * cos + rotate_half(x) * sin`` (HF's "rotate half" pairing)."""
     half = x.shape[-1] // 2
-    rotated_half = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)  # batch pos heads d_head
+    # batch pos heads d_head
+    rotated_half = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos[None, :, None, :] + rotated_half * sin[None, :, None, :]

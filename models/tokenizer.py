@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from jaxtyping import Int
@@ -38,7 +38,8 @@ class Tokenizer:
         self.tokenizer = tokenizer
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         if prepend_bos and bos_id is None:
-            raise ValueError("prepend_bos=True but the tokenizer has no BOS token; pass prepend_bos=False.")
+            raise ValueError("prepend_bos=True but the tokenizer has no BOS token; pass "
+                             "prepend_bos=False.")
         self.prepend_bos = prepend_bos
 
     def __repr__(self) -> str:
@@ -56,16 +57,17 @@ class Tokenizer:
             raise ValueError("This tokenizer has no BOS token; call with prepend_bos=False.")
         return [self.bos_id] if prepend else []
 
-    def encode(self, text: str, prepend_bos: bool | None = None) -> Int[np.ndarray, "pos"]:
+    def encode(self, text: str, prepend_bos: bool | None = None) -> Int[np.ndarray, " pos"]:
         """Token ids of one string, ``[pos]`` int32, with BOS first when ``prepend_bos``."""
         if not isinstance(text, str):
-            raise TypeError(f"encode takes one string, got {type(text).__name__}; use to_tokens for a batch.")
+            raise TypeError(f"encode takes one string, got {type(text).__name__}; use to_tokens "
+                            "for a batch.")
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
         return np.asarray(self._bos(prepend_bos) + ids, dtype=np.int32)
 
     def to_tokens(self, texts: str | Sequence[str], prepend_bos: bool | None = None,
                   return_lengths: bool = False):
-        """A ``[batch, pos]`` int32 array for a string or a list of strings (TransformerLens's name).
+        """A ``[batch, pos]`` int32 array of a string or list of strings (TransformerLens's name).
 
         Shorter sequences are right-padded with the pad id (EOS, then 0, when there is none): with
         causal attention the padding never influences the real positions. With
@@ -96,7 +98,8 @@ class Tokenizer:
 
     def to_str_tokens(self, text_or_ids, prepend_bos: bool | None = None) -> list[str]:
         """Each token as its own decoded string (for plots and tables)."""
-        ids = self.encode(text_or_ids, prepend_bos) if isinstance(text_or_ids, str) else np.asarray(text_or_ids)
+        ids = (self.encode(text_or_ids, prepend_bos) if isinstance(text_or_ids, str)
+               else np.asarray(text_or_ids))
         return [self.tokenizer.decode([int(i)], skip_special_tokens=False) for i in ids]
 
 
@@ -123,8 +126,9 @@ def load_tokenizer(path: str | os.PathLike, prepend_bos: bool | None = None) -> 
             else True when the model has a BOS token.
 
     Raises:
-        FileNotFoundError: no ``tokenizer.json`` (sentencepiece-only ``tokenizer.model`` directories
-            need converting once with ``transformers``: ``AutoTokenizer.from_pretrained(p).save_pretrained(p)``).
+        FileNotFoundError: no ``tokenizer.json`` (sentencepiece-only ``tokenizer.model``
+            directories need converting once with ``transformers``:
+            ``AutoTokenizer.from_pretrained(p).save_pretrained(p)``).
     """
     from tokenizers import Tokenizer as RustTokenizer
 
@@ -133,20 +137,23 @@ def load_tokenizer(path: str | os.PathLike, prepend_bos: bool | None = None) -> 
     if not os.path.isfile(file):
         present = sorted(os.listdir(path)) if os.path.isdir(path) else "no such directory"
         raise FileNotFoundError(
-            f"{path} has no tokenizer.json (found: {present}). If it has only a sentencepiece tokenizer.model, "
-            "convert it once: transformers.AutoTokenizer.from_pretrained(path).save_pretrained(path).")
+            f"{path} has no tokenizer.json (found: {present}). If it has only a sentencepiece "
+            "tokenizer.model, convert it once: "
+            "transformers.AutoTokenizer.from_pretrained(path).save_pretrained(path).")
     tok = RustTokenizer.from_file(file)
     tok_config = _read_json(os.path.join(path, "tokenizer_config.json"))
     special_map = _read_json(os.path.join(path, "special_tokens_map.json"))
     model_config = _read_json(os.path.join(path, "config.json"))
     ids = {}
     for name in _NAMES:
-        text = _token_text(tok_config.get(f"{name}_token")) or _token_text(special_map.get(f"{name}_token"))
+        text = (_token_text(tok_config.get(f"{name}_token"))
+                or _token_text(special_map.get(f"{name}_token")))
         token_id = tok.token_to_id(text) if text else None
         if token_id is None:
             token_id = model_config.get(f"{name}_token_id")
             token_id = token_id[0] if isinstance(token_id, list) else token_id
         ids[name] = token_id
     if prepend_bos is None:
-        prepend_bos = bool(tok_config.get("add_bos_token", ids["bos"] is not None)) and ids["bos"] is not None
+        has_bos = ids["bos"] is not None
+        prepend_bos = bool(tok_config.get("add_bos_token", has_bos)) and has_bos
     return Tokenizer(tok, ids["bos"], ids["eos"], ids["pad"], prepend_bos)

@@ -19,5 +19,6 @@ def run_on_fake_devices(code: str, n_devices: int = 8, timeout: int = 600) -> st
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=ROOT)
     if proc.returncode != 0:
-        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout}\n"
+                             f"{proc.stderr}")
     return proc.stdout

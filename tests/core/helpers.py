@@ -7,7 +7,8 @@ import numpy as np
 
 from jinterp import models
 
-SMALL = models.GPT2Config(n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=16)
+SMALL = models.GPT2Config(n_layers=3, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50,
+                          n_ctx=16)
 
 
 @functools.lru_cache(maxsize=None)

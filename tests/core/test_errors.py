@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers import small_model, tokens
 
 import jinterp
-from jinterp import models
-from jinterp import Patch, Steer
-from helpers import SMALL, small_model, tokens
+from jinterp import Patch, Steer, models
 
 
 def test_token_ids_out_of_range():
@@ -48,15 +47,20 @@ def test_unknown_hook_name_lists_closest_names():
 
 def test_intervention_shape_mismatch_names_both_shapes():
     model, params = small_model()
-    with pytest.raises(ValueError, match=r"shape \(7,\) does not broadcast to the activation's shape \(2, 10, 32\)"):
-        jinterp.run_with_hooks(model, params, tokens(), {"blocks.0.hook_resid_pre": Steer(jnp.ones(7))})
-    with pytest.raises(ValueError, match=r"`head` mask has shape \(3,\).*size 4"):
+    with pytest.raises(ValueError, match=r"shape \(7,\) does not broadcast to the activation's "
+                                         r"shape \(2, 10, 32\)"):
         jinterp.run_with_hooks(model, params, tokens(),
-                               {"blocks.0.attn.hook_z": Patch(jnp.zeros(()), head=jnp.ones(3, bool))})
+                               {"blocks.0.hook_resid_pre": Steer(jnp.ones(7))})
+    with pytest.raises(ValueError, match=r"`head` mask has shape \(3,\).*size 4"):
+        jinterp.run_with_hooks(
+            model, params, tokens(),
+            {"blocks.0.attn.hook_z": Patch(jnp.zeros(()), head=jnp.ones(3, bool))})
     with pytest.raises(ValueError, match="no head axis"):
-        jinterp.run_with_hooks(model, params, tokens(), {"blocks.0.hook_resid_pre": Patch(jnp.zeros(()), head=1)})
+        jinterp.run_with_hooks(model, params, tokens(),
+                               {"blocks.0.hook_resid_pre": Patch(jnp.zeros(()), head=1)})
     with pytest.raises(ValueError, match=r"returned shape \(2, 10\).*\(2, 10, 32\)"):
-        jinterp.run_with_hooks(model, params, tokens(), {"blocks.1.hook_resid_pre": lambda x: x.sum(-1)})
+        jinterp.run_with_hooks(model, params, tokens(),
+                               {"blocks.1.hook_resid_pre": lambda x: x.sum(-1)})
     with pytest.raises(TypeError, match="must be a function"):
         jinterp.run_with_hooks(model, params, tokens(), {"blocks.1.hook_resid_pre": 3})
 

@@ -14,14 +14,15 @@ def test_batch_sharded_forward_matches_single_device():
                                               d_vocab=40, n_ctx=16))
         params = model.init(jax.random.key(0))
         tokens = np.random.default_rng(0).integers(0, 40, (16, 12))
-        single_logits, single_cache = jinterp.run_with_cache(model, params, tokens, names="blocks.1.attn.hook_z")
+        name = "blocks.1.attn.hook_z"
+        single_logits, single_cache = jinterp.run_with_cache(model, params, tokens, names=name)
         mesh = Mesh(np.array(jax.devices()), ("data",))
         sharded_tokens = jax.device_put(tokens, NamedSharding(mesh, P("data")))
         params_repl = jax.device_put(params, NamedSharding(mesh, P()))
-        logits, cache = jinterp.run_with_cache(model, params_repl, sharded_tokens, names="blocks.1.attn.hook_z")
+        logits, cache = jinterp.run_with_cache(model, params_repl, sharded_tokens, names=name)
         assert len(logits.sharding.device_set) == 8, logits.sharding
         np.testing.assert_allclose(logits, single_logits, atol=1e-5)
-        np.testing.assert_allclose(cache["blocks.1.attn.hook_z"], single_cache["blocks.1.attn.hook_z"], atol=1e-5)
+        np.testing.assert_allclose(cache[name], single_cache[name], atol=1e-5)
         print("OK", logits.sharding)
     """)
     assert "OK" in out

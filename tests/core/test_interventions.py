@@ -3,11 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
+from helpers import SMALL, small_model, tokens
 
 import jinterp
 from jinterp import MeanAblate, Patch, ProjectOut, ResampleAblate, Steer, ZeroAblate
-from helpers import SMALL, small_model, tokens
 
 B, P, H = 2, 10, SMALL.n_heads
 RESID = ("batch", "pos", "d_model")
@@ -27,7 +26,8 @@ def test_patch_positions_and_heads_by_hand():
     expected[:, [2, 5], 1] = np.asarray(v)[:, [2, 5], 1]
     np.testing.assert_array_equal(out, expected)
     # A boolean mask means the same as indices; None means everywhere.
-    mask = np.zeros(P, bool); mask[[2, 5]] = True
+    mask = np.zeros(P, bool)
+    mask[[2, 5]] = True
     np.testing.assert_array_equal(Patch(v, pos=jnp.asarray(mask), head=1).apply(x, PER_HEAD), out)
     np.testing.assert_array_equal(Patch(v).apply(x, PER_HEAD), v)
 
@@ -43,11 +43,13 @@ def test_patch_on_attention_pattern_uses_query_axis():
 def test_zero_mean_resample_ablation_by_hand():
     x, ref = rand((B, P, 4)), rand((5, P, 4), 2)
     out = np.asarray(ZeroAblate(pos=0).apply(x, RESID))
-    expected = np.asarray(x).copy(); expected[:, 0] = 0
+    expected = np.asarray(x).copy()
+    expected[:, 0] = 0
     np.testing.assert_array_equal(out, expected)
 
     out = np.asarray(MeanAblate.from_activations(ref, pos=[1, 2]).apply(x, RESID))
-    expected = np.asarray(x).copy(); expected[:, [1, 2]] = np.asarray(ref).mean(0)[[1, 2]]
+    expected = np.asarray(x).copy()
+    expected[:, [1, 2]] = np.asarray(ref).mean(0)[[1, 2]]
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
     index = jnp.array([4, 0])
@@ -60,7 +62,8 @@ def test_zero_mean_resample_ablation_by_hand():
 def test_steer_and_project_out_by_hand():
     x, d = rand((B, P, 4)), rand((4,), 3)
     out = np.asarray(Steer(d, scale=2.5, pos=[7]).apply(x, RESID))
-    expected = np.asarray(x).copy(); expected[:, 7] += 2.5 * np.asarray(d)
+    expected = np.asarray(x).copy()
+    expected[:, 7] += 2.5 * np.asarray(d)
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
     out = np.asarray(ProjectOut(d).apply(x, RESID))
@@ -77,7 +80,8 @@ def test_hooks_change_the_forward_and_compose_in_order():
     name = "blocks.1.hook_resid_mid"
     _, clean = jinterp.run_with_cache(model, params, toks)
     # A list of hooks applies in order: (x * 2) + 1, not (x + 1) * 2.
-    logits, cache = jinterp.run_with_cache(model, params, toks, names=[name, "blocks.1.hook_resid_post"],
+    logits, cache = jinterp.run_with_cache(model, params, toks,
+                                           names=[name, "blocks.1.hook_resid_post"],
                                            hooks={name: [lambda x: x * 2, lambda x: x + 1]})
     np.testing.assert_allclose(cache[name], np.asarray(clean[name]) * 2 + 1, atol=1e-5)
     # Downstream sees the edit; upstream does not.
@@ -85,18 +89,21 @@ def test_hooks_change_the_forward_and_compose_in_order():
     # Hooking only layer 1 leaves layers 0 and 2 of the same point untouched in the forward.
     _, c0 = jinterp.run_with_cache(model, params, toks, names=["blocks.0.hook_resid_mid"],
                                    hooks={name: lambda x: x * 0})
-    np.testing.assert_allclose(c0["blocks.0.hook_resid_mid"], clean["blocks.0.hook_resid_mid"], atol=1e-6)
+    np.testing.assert_allclose(c0["blocks.0.hook_resid_mid"], clean["blocks.0.hook_resid_mid"],
+                               atol=1e-6)
 
 
 def test_zero_ablating_a_head_equals_removing_its_output_by_hand():
     model, params = small_model()
     toks = tokens(B, P)
     _, clean = jinterp.run_with_cache(model, params, toks)
-    _, ablated = jinterp.run_with_cache(model, params, toks, hooks={"blocks.2.attn.hook_z": ZeroAblate(head=1)},
+    _, ablated = jinterp.run_with_cache(model, params, toks,
+                                        hooks={"blocks.2.attn.hook_z": ZeroAblate(head=1)},
                                         names=["blocks.2.hook_attn_out"])
     W_O = params["blocks"]["attn"]["W_O"][2]
     head_out = jnp.einsum("bpe,ed->bpd", clean["blocks.2.attn.hook_z"][:, :, 1], W_O[1])
-    np.testing.assert_allclose(ablated["blocks.2.hook_attn_out"], clean["blocks.2.hook_attn_out"] - head_out, atol=1e-5)
+    np.testing.assert_allclose(ablated["blocks.2.hook_attn_out"],
+                               clean["blocks.2.hook_attn_out"] - head_out, atol=1e-5)
 
 
 def test_patching_everything_from_another_run_reproduces_it():
@@ -104,8 +111,8 @@ def test_patching_everything_from_another_run_reproduces_it():
     clean, corrupt = tokens(B, P, seed=1), tokens(B, P, seed=2)
     clean_logits, clean_cache = jinterp.run_with_cache(model, params, clean)
     # Patch the full residual entering layer 0 from the clean run into the corrupted run.
-    patched = jinterp.run_with_hooks(model, params, corrupt,
-                                     {"blocks.0.hook_resid_pre": Patch(clean_cache["blocks.0.hook_resid_pre"])})
+    name = "blocks.0.hook_resid_pre"
+    patched = jinterp.run_with_hooks(model, params, corrupt, {name: Patch(clean_cache[name])})
     np.testing.assert_allclose(patched, clean_logits, atol=1e-4)
 
 
@@ -135,7 +142,8 @@ def test_vmapped_head_by_position_patching_grid():
     _, cc = jinterp.run_with_cache(model, params, clean, names=name)
 
     def metric(head, pos):
-        logits = jinterp.run_with_hooks(model, params, corrupt, {name: Patch(cc[name], pos=pos, head=head)})
+        logits = jinterp.run_with_hooks(model, params, corrupt,
+                                        {name: Patch(cc[name], pos=pos, head=head)})
         return logits[:, -1].mean()
 
     heads, positions = jnp.meshgrid(jnp.arange(H), jnp.arange(P), indexing="ij")
@@ -151,7 +159,8 @@ def test_grad_flows_into_a_steering_vector():
     name = "blocks.1.hook_resid_mid"
 
     def metric(vector):
-        logits = jinterp.run_with_hooks(model, params, toks, {name: Steer(vector, scale=1.0, pos=P - 1)})
+        logits = jinterp.run_with_hooks(model, params, toks,
+                                        {name: Steer(vector, scale=1.0, pos=P - 1)})
         return logits[:, -1, 7].mean()
 
     v0 = jnp.zeros(SMALL.d_model)

@@ -10,8 +10,6 @@ import numpy as np
 import torch
 import transformers
 
-from jinterp import models
-
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 
 
@@ -24,7 +22,8 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
     monkeypatch.chdir(tmp_path)
     namespace = {}
-    exec(compile(tour.replace("path/to/gpt2", str(tmp_path / "gpt2")), "README tour", "exec"), namespace)
+    source = tour.replace("path/to/gpt2", str(tmp_path / "gpt2"))
+    exec(compile(source, "README tour", "exec"), namespace)
     assert namespace["sweep"].shape == (12,)
     assert namespace["grad"].shape == (48,) and np.abs(namespace["grad"]).max() > 0
     assert (tmp_path / "patching.png").stat().st_size > 0

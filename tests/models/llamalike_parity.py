@@ -1,8 +1,9 @@
 """Shared parity machinery for the Llama/Gemma ports vs HuggingFace's PyTorch implementations.
 
-``make_hf`` builds a random HF model from a tiny config (no downloads) with *every* weight random,
-norm weights included, so Gemma's ``1 + w`` and Llama's ``w`` both matter. ``hf_intermediates``
-records HF's activations with torch forward hooks, renamed to TransformerLens / jinterp names.
+``make_hf`` builds a random HF model from a tiny config (no downloads) with *every* weight
+random, norm weights included, so Gemma's ``1 + w`` and Llama's ``w`` both matter.
+``hf_intermediates`` records HF's activations with torch forward hooks, renamed to
+TransformerLens / jinterp names.
 ``check_parity`` compares logits, every hidden state, every attention pattern and every
 intermediate it can observe, plus the RMSNorm ``hook_scale`` against its closed form.
 """
@@ -12,8 +13,8 @@ import torch
 import transformers
 
 import jinterp
-from jinterp.names import split_name
 from jinterp import models
+from jinterp.names import split_name
 
 ATOL = 1e-4
 
@@ -85,7 +86,8 @@ def hf_intermediates(hf, tokens):
     handles.append(hf.model.norm.register_forward_hook(save("ln_final.hook_normalized")))
     try:
         with torch.no_grad():
-            out = hf(torch.tensor(np.asarray(tokens)), output_hidden_states=True, output_attentions=True)
+            out = hf(torch.tensor(np.asarray(tokens)), output_hidden_states=True,
+                     output_attentions=True)
     finally:
         for h in handles:
             h.remove()
@@ -118,32 +120,36 @@ def check_parity(hf, tokens, atol: float = ATOL):
     for l in range(L):  # HF hidden_states[l] is the residual stream entering block l
         b = f"blocks.{l}."
         resid_pre = out.hidden_states[l].numpy()
-        np.testing.assert_allclose(cache[b + "hook_resid_pre"], resid_pre, atol=atol, err_msg=b + "resid_pre")
-        np.testing.assert_allclose(cache[b + "attn.hook_pattern"], out.attentions[l].numpy(), atol=atol,
-                                   err_msg=b + "pattern")
+        np.testing.assert_allclose(cache[b + "hook_resid_pre"], resid_pre, atol=atol,
+                                   err_msg=b + "resid_pre")
+        np.testing.assert_allclose(cache[b + "attn.hook_pattern"], out.attentions[l].numpy(),
+                                   atol=atol, err_msg=b + "pattern")
         rms = np.sqrt(np.mean(resid_pre.astype(np.float64) ** 2, axis=-1, keepdims=True) + eps)
-        np.testing.assert_allclose(cache[b + "ln1.hook_scale"], rms, rtol=1e-5, err_msg=b + "ln1.hook_scale")
+        np.testing.assert_allclose(cache[b + "ln1.hook_scale"], rms, rtol=1e-5,
+                                   err_msg=b + "ln1.hook_scale")
         for point in ("attn.hook_rot_q", "attn.hook_rot_k"):
             if model.core.qk_norm:
-                source = b + ("attn.q_norm.hook_normalized" if point.endswith("q") else "attn.k_norm.hook_normalized")
+                source = b + ("attn.q_norm.hook_normalized" if point.endswith("q")
+                              else "attn.k_norm.hook_normalized")
                 unrotated = rms_norm_output(model, params, source, cache[source])
             else:
                 unrotated = cache[b + ("attn.hook_q" if point.endswith("q") else "attn.hook_k")]
             expected = hf_rope(hf, unrotated, l)
             np.testing.assert_allclose(cache[b + point], expected, atol=atol, err_msg=b + point)
-        np.testing.assert_allclose(cache[b + "hook_resid_mid"],
-                                   np.asarray(cache[b + "hook_resid_pre"]) + np.asarray(cache[b + "hook_attn_out"]),
-                                   atol=atol)
+        resid_mid = np.asarray(cache[b + "hook_resid_pre"]) + np.asarray(cache[b + "hook_attn_out"])
+        np.testing.assert_allclose(cache[b + "hook_resid_mid"], resid_mid, atol=atol)
     for key, value in hf_acts.items():
-        ours = rms_norm_output(model, params, key, cache[key]) if key.endswith("hook_normalized") else cache[key]
+        ours = (rms_norm_output(model, params, key, cache[key])
+                if key.endswith("hook_normalized") else cache[key])
         np.testing.assert_allclose(ours, value, atol=atol, err_msg=key)
-    final = rms_norm_output(model, params, "ln_final.hook_normalized", cache["ln_final.hook_normalized"])
+    final = rms_norm_output(model, params, "ln_final.hook_normalized",
+                            cache["ln_final.hook_normalized"])
     np.testing.assert_allclose(final, out.hidden_states[L].numpy(), atol=atol)
     return model, params, cache
 
 
 def rms_norm_output(model, params, name, normalized):
-    """An RMSNorm's output from its ``hook_normalized`` (TL's x / scale): ``* w`` or ``* (1 + w)``."""
+    """An RMSNorm's output from ``hook_normalized`` (TL's x / scale): ``* w`` or ``* (1 + w)``."""
     layer, point = split_name(name)
     path = point.rsplit(".hook_normalized", 1)[0].split(".")
     tree = params if layer is None else params["blocks"]

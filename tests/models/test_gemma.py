@@ -1,34 +1,39 @@
-"""Gemma 1 / 2 / 3 ports vs HuggingFace: every family feature made to bite, fp32 and bf16, loading."""
+"""Gemma 1 / 2 / 3 ports vs HuggingFace: every family feature made to bite, fp32, bf16, loading."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from llamalike_parity import check_bf16, check_parity, make_hf, rms_norm_output, tokens_for
 
 import jinterp
 from jinterp import models
-from llamalike_parity import check_bf16, check_parity, make_hf, rms_norm_output, tokens_for
 
-GEMMA1 = dict(vocab_size=71, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=1, head_dim=24, hidden_act="gelu")  # MQA; d_head != d_model / n_heads
-GEMMA2 = dict(vocab_size=67, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-              num_key_value_heads=2, head_dim=16, sliding_window=4, attn_logit_softcapping=2.0,
-              final_logit_softcapping=3.0, query_pre_attn_scalar=10)
-GEMMA3 = dict(vocab_size=59, hidden_size=32, intermediate_size=40, num_hidden_layers=4, num_attention_heads=4,
-              num_key_value_heads=2, head_dim=16, sliding_window=4, query_pre_attn_scalar=10,
-              layer_types=["sliding_attention", "full_attention", "sliding_attention", "sliding_attention"],
-              rope_local_base_freq=50.0, rope_theta=2000.0, rope_scaling={"rope_type": "linear", "factor": 4.0},
-              final_logit_softcapping=3.0)
+# MQA; d_head != d_model / n_heads
+GEMMA1 = dict(vocab_size=71, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=1, head_dim=24, hidden_act="gelu")
+GEMMA2 = dict(vocab_size=67, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+              num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4,
+              attn_logit_softcapping=2.0, final_logit_softcapping=3.0, query_pre_attn_scalar=10)
+GEMMA3 = dict(vocab_size=59, hidden_size=32, intermediate_size=40, num_hidden_layers=4,
+              num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=4,
+              query_pre_attn_scalar=10,
+              layer_types=["sliding_attention", "full_attention", "sliding_attention",
+                           "sliding_attention"],
+              rope_local_base_freq=50.0, rope_theta=2000.0,
+              rope_scaling={"rope_type": "linear", "factor": 4.0}, final_logit_softcapping=3.0)
 N_POS = 12  # three times the sliding window
 
 
-@pytest.mark.parametrize("family,kwargs", [("gemma", GEMMA1), ("gemma2", GEMMA2), ("gemma3_text", GEMMA3)])
+@pytest.mark.parametrize("family,kwargs",
+                         [("gemma", GEMMA1), ("gemma2", GEMMA2), ("gemma3_text", GEMMA3)])
 def test_logits_hidden_states_patterns_and_intermediates_match_hf(family, kwargs):
     hf = make_hf(family, kwargs)
     model, params, cache = check_parity(hf, tokens_for(hf, 2, N_POS))
     assert cache["blocks.0.attn.hook_k"].shape[2] == kwargs["num_key_value_heads"]
-    if family != "gemma":  # post-norm hooks exist and the TL order holds: ln1_post feeds hook_attn_out
+    # Post-norm hooks exist and the TL order holds: ln1_post feeds hook_attn_out.
+    if family != "gemma":
         post = rms_norm_output(model, params, "blocks.0.ln1_post.hook_normalized",
                                cache["blocks.0.ln1_post.hook_normalized"])
         np.testing.assert_allclose(post, cache["blocks.0.hook_attn_out"], atol=1e-6)
@@ -45,8 +50,8 @@ def test_every_gemma2_feature_bites_in_the_parity_config():
     model, params = models.from_hf(hf)
     tokens = tokens_for(hf, 2, N_POS)
     assert model.core.local_layers == (True, False, True)
-    for change in [dict(attn_softcap=None), dict(final_softcap=None), dict(local_layers=(False,) * 3),
-                   dict(query_pre_attn_scalar=16)]:
+    for change in [dict(attn_softcap=None), dict(final_softcap=None),
+                   dict(local_layers=(False,) * 3), dict(query_pre_attn_scalar=16)]:
         assert _logit_change(model, params, tokens, **change) > 1e-2, change
 
 
@@ -108,8 +113,8 @@ def test_multimodal_gemma3_checkpoint_loads_its_text_model(tmp_path):
     import transformers
 
     text = {k: v for k, v in GEMMA3.items()}
-    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=28,
-                  patch_size=14)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=28, patch_size=14)
     cfg = transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4)
     torch.manual_seed(0)
     hf = transformers.Gemma3ForConditionalGeneration(cfg).eval()
@@ -127,12 +132,14 @@ def test_multimodal_gemma3_checkpoint_loads_its_text_model(tmp_path):
 
 def test_gemma_config_translation_old_and_new_spellings():
     old = dict(model_type="gemma3_text", num_hidden_layers=7, hidden_size=32, intermediate_size=8,
-               num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=10, rope_theta=1e6,
-               rope_local_base_freq=1e4, rope_scaling={"type": "linear", "factor": 8.0}, sliding_window=512,
+               num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=10,
+               rope_theta=1e6, rope_local_base_freq=1e4,
+               rope_scaling={"type": "linear", "factor": 8.0}, sliding_window=512,
                sliding_window_pattern=6, max_position_embeddings=4096)
     new = dict(old, layer_types=["sliding_attention"] * 5 + ["full_attention", "sliding_attention"],
-               rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
-                                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+               rope_parameters={
+                   "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                   "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
     for key in ("rope_theta", "rope_local_base_freq", "rope_scaling", "sliding_window_pattern"):
         new.pop(key)
     a, b = models.Gemma3Config.from_hf(old), models.Gemma3Config.from_hf(new)

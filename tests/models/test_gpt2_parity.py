@@ -15,15 +15,17 @@ CONFIGS = {
                                   activation_function="gelu", tie_word_embeddings=False),
     "1L-d64-h2-relu-inner100": dict(n_layer=1, n_embd=64, n_head=2, vocab_size=37, n_positions=16,
                                     activation_function="relu", n_inner=100),
-    "4L-d40-h5-inverse-layer-scale": dict(n_layer=4, n_embd=40, n_head=5, vocab_size=45, n_positions=32,
-                                          scale_attn_by_inverse_layer_idx=True, layer_norm_epsilon=1e-4),
+    "4L-d40-h5-inverse-layer-scale": dict(n_layer=4, n_embd=40, n_head=5, vocab_size=45,
+                                          n_positions=32, scale_attn_by_inverse_layer_idx=True,
+                                          layer_norm_epsilon=1e-4),
 }
 ATOL = 1e-4
 
 
 def make_hf(kwargs, seed=0):
     torch.manual_seed(seed)
-    cfg = transformers.GPT2Config(**kwargs, bos_token_id=0, eos_token_id=0, attn_implementation="eager")
+    cfg = transformers.GPT2Config(**kwargs, bos_token_id=0, eos_token_id=0,
+                                  attn_implementation="eager")
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # non-trivial LayerNorm weights and biases, so they are exercised
         for name, p in hf.named_parameters():
@@ -60,7 +62,8 @@ def hf_intermediates(hf, tokens):
         ]
     try:
         with torch.no_grad():
-            out = hf(torch.tensor(np.asarray(tokens)), output_hidden_states=True, output_attentions=True)
+            out = hf(torch.tensor(np.asarray(tokens)), output_hidden_states=True,
+                     output_attentions=True)
     finally:
         for h in handles:
             h.remove()
@@ -79,22 +82,27 @@ def test_logits_and_every_intermediate_match_hf(name):
     np.testing.assert_allclose(logits, out.logits.numpy(), atol=ATOL, rtol=0)
     L = hf.config.n_layer
     for l in range(L):  # HF hidden_states[l] is the residual stream entering block l
-        np.testing.assert_allclose(cache[f"blocks.{l}.hook_resid_pre"], out.hidden_states[l].numpy(), atol=ATOL)
-        np.testing.assert_allclose(cache[f"blocks.{l}.attn.hook_pattern"], out.attentions[l].numpy(), atol=ATOL)
+        np.testing.assert_allclose(cache[f"blocks.{l}.hook_resid_pre"],
+                                   out.hidden_states[l].numpy(), atol=ATOL)
+        np.testing.assert_allclose(cache[f"blocks.{l}.attn.hook_pattern"],
+                                   out.attentions[l].numpy(), atol=ATOL)
         z = cache[f"blocks.{l}.attn.hook_z"]
-        np.testing.assert_allclose(z.reshape(*z.shape[:2], -1), hf_acts[f"blocks.{l}.attn.hook_z"], atol=ATOL)
+        np.testing.assert_allclose(z.reshape(*z.shape[:2], -1), hf_acts[f"blocks.{l}.attn.hook_z"],
+                                   atol=ATOL)
         resid_mid = cache[f"blocks.{l}.hook_resid_pre"] + cache[f"blocks.{l}.hook_attn_out"]
         np.testing.assert_allclose(cache[f"blocks.{l}.hook_resid_mid"], resid_mid, atol=ATOL)
     for key, value in hf_acts.items():
         if key.endswith("hook_normalized"):  # ours is TL's (x - mean) / scale, before w and b
-            np.testing.assert_allclose(layer_norm_output(params, key, cache[key]), value, atol=ATOL, err_msg=key)
+            np.testing.assert_allclose(layer_norm_output(params, key, cache[key]), value,
+                                       atol=ATOL, err_msg=key)
         elif not key.endswith("hook_z"):
             np.testing.assert_allclose(cache[key], value, atol=ATOL, err_msg=key)
     # HF's last hidden state is after the final LayerNorm.
     final = layer_norm_output(params, "ln_final.hook_normalized", cache["ln_final.hook_normalized"])
     np.testing.assert_allclose(final, out.hidden_states[L].numpy(), atol=ATOL)
     for l in range(L):
-        resid_post = np.asarray(cache[f"blocks.{l}.hook_resid_mid"]) + np.asarray(cache[f"blocks.{l}.hook_mlp_out"])
+        resid_post = (np.asarray(cache[f"blocks.{l}.hook_resid_mid"])
+                      + np.asarray(cache[f"blocks.{l}.hook_mlp_out"]))
         np.testing.assert_allclose(cache[f"blocks.{l}.hook_resid_post"], resid_post, atol=ATOL)
     # The causal mask shows as -inf above the diagonal of the scores, as in TransformerLens.
     scores = np.asarray(cache["blocks.0.attn.hook_attn_scores"])
@@ -105,7 +113,8 @@ def test_logits_and_every_intermediate_match_hf(name):
 def layer_norm_output(params, name, normalized):
     """The LayerNorm's output from its ``hook_normalized`` value: ``normalized * w + b``."""
     layer, point = split_name(name)
-    norm = params["ln_final"] if layer is None else {k: v[layer] for k, v in params["blocks"][point.split(".")[0]].items()}
+    norm = (params["ln_final"] if layer is None
+            else {k: v[layer] for k, v in params["blocks"][point.split(".")[0]].items()})
     return np.asarray(normalized) * np.asarray(norm["w"]) + np.asarray(norm["b"])
 
 

@@ -1,4 +1,4 @@
-"""The Llama/Gemma activation names and every intervention on them, vs plain-function references."""
+"""Llama/Gemma activation names and every intervention on them, vs plain-function references."""
 
 import jax
 import jax.numpy as jnp
@@ -7,10 +7,11 @@ import numpy as np
 import jinterp
 from jinterp import models
 
-GEMMA3 = models.Gemma3Config(n_layers=3, d_model=32, n_heads=4, n_kv_heads=2, d_head=16, d_mlp=40, d_vocab=50,
-                             sliding_window=3, local_layers=(True, False, True), n_ctx=64)
-LLAMA = models.LlamaConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=40, d_vocab=50,
-                           attn_bias=True)
+GEMMA3 = models.Gemma3Config(n_layers=3, d_model=32, n_heads=4, n_kv_heads=2, d_head=16, d_mlp=40,
+                             d_vocab=50, sliding_window=3, local_layers=(True, False, True),
+                             n_ctx=64)
+LLAMA = models.LlamaConfig(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=40,
+                           d_vocab=50, attn_bias=True)
 
 
 def perturbed(model, seed=0):
@@ -18,17 +19,21 @@ def perturbed(model, seed=0):
     params = model.init(jax.random.key(seed))
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-    return jax.tree.unflatten(treedef, [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    leaves = [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, leaves)
 
 
 def test_names_follow_transformer_lens_per_family():
     gemma3, llama = models.Gemma3(GEMMA3), models.Llama(LLAMA)
     g_points, l_points = gemma3.block_points, llama.block_points
-    for point in ("attn.q_norm.hook_scale", "attn.k_norm.hook_normalized", "ln1_post.hook_normalized", "ln2_post.hook_scale"):
+    for point in ("attn.q_norm.hook_scale", "attn.k_norm.hook_normalized",
+                  "ln1_post.hook_normalized", "ln2_post.hook_scale"):
         assert point in g_points and point not in l_points
-    for point in ("attn.hook_rot_q", "attn.hook_rot_k", "mlp.hook_pre_linear", "ln1.hook_scale", "attn.hook_result"):
+    for point in ("attn.hook_rot_q", "attn.hook_rot_k", "mlp.hook_pre_linear", "ln1.hook_scale",
+                  "attn.hook_result"):
         assert point in g_points and point in l_points
-    # TL order: q/k norms after hook_q/hook_k and before RoPE; post-norms before hook_attn_out / hook_mlp_out
+    # TL order: q/k norms after hook_q/hook_k and before RoPE; post-norms before hook_attn_out
+    # and hook_mlp_out.
     order = g_points.index
     assert order("attn.hook_k") < order("attn.q_norm.hook_scale") < order("attn.hook_rot_q")
     assert order("ln1_post.hook_normalized") < order("hook_attn_out") < order("hook_resid_mid")
@@ -87,7 +92,8 @@ def test_rms_hook_scale_feeds_the_output_and_optional_result_sums_to_attn_out():
     _, plain = jinterp.run_with_cache(model, params, tokens, names=names)
     _, doubled = jinterp.run_with_cache(model, params, tokens, names=names,
                                         hooks={"blocks.1.ln1.hook_scale": lambda s: 2 * s})
-    np.testing.assert_allclose(doubled[names[0]], np.asarray(plain[names[0]]) / 2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(doubled[names[0]], np.asarray(plain[names[0]]) / 2, rtol=1e-4,
+                               atol=1e-6)
     # the optional per-head result sums (with b_O) to hook_attn_out, in a GQA model with biases
     _, cache = jinterp.run_with_cache(model, params, tokens, names=["blocks.1.attn.hook_result",
                                                                     "blocks.1.hook_attn_out"])

@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+from tokenizers import models as tok_models
 
 from jinterp import models
 
@@ -12,7 +13,8 @@ CORPUS = ["the cat sat on the mat", "a dog ran after the cat", "attention is all
           "sparse autoencoders find features", "héllo wörld ✓"]
 
 
-def build(directory, post_processor: bool, tokenizer_config: dict | None, config: dict | None = None):
+def build(directory, post_processor: bool, tokenizer_config: dict | None,
+          config: dict | None = None):
     tok = Tokenizer(tok_models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -20,7 +22,8 @@ def build(directory, post_processor: bool, tokenizer_config: dict | None, config
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(CORPUS, trainer)
     if post_processor:  # as Llama 3's and Gemma's tokenizer.json: BOS added by the file itself
-        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A",
+                                                           special_tokens=[("<bos>", 2)])
     directory.mkdir()
     tok.save(str(directory / "tokenizer.json"))
     if tokenizer_config is not None:
@@ -41,20 +44,23 @@ def test_bos_matches_the_files_own_post_processor(tmp_path):
         ids = tok.encode(text)
         assert ids.dtype == np.int32
         np.testing.assert_array_equal(ids, raw.encode(text, add_special_tokens=True).ids)
-        np.testing.assert_array_equal(tok.encode(text, prepend_bos=False), raw.encode(text, add_special_tokens=False).ids)
+        np.testing.assert_array_equal(tok.encode(text, prepend_bos=False),
+                                      raw.encode(text, add_special_tokens=False).ids)
         assert tok.decode(ids, skip_special_tokens=True) == text
     assert "".join(tok.to_str_tokens("the cat", prepend_bos=False)) == "the cat"
 
 
 def test_bos_prepended_even_without_a_post_processor(tmp_path):
-    raw = build(tmp_path / "t", post_processor=False, tokenizer_config=None, config={"bos_token_id": 2, "eos_token_id": [1]})
+    raw = build(tmp_path / "t", post_processor=False, tokenizer_config=None,
+                config={"bos_token_id": 2, "eos_token_id": [1]})
     tok = models.load_tokenizer(tmp_path / "t")
     assert (tok.bos_id, tok.eos_id, tok.pad_id) == (2, 1, None)
     np.testing.assert_array_equal(tok.encode("the mat"), [2] + raw.encode("the mat").ids)
 
 
 def test_add_bos_token_false_is_respected_and_overridable(tmp_path):
-    build(tmp_path / "t", post_processor=False, tokenizer_config=SPECIALS | {"add_bos_token": False})
+    build(tmp_path / "t", post_processor=False,
+          tokenizer_config=SPECIALS | {"add_bos_token": False})
     tok = models.load_tokenizer(tmp_path / "t")
     assert not tok.prepend_bos and tok.encode("a dog")[0] != 2
     assert tok.encode("a dog", prepend_bos=True)[0] == 2
