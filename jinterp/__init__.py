@@ -8,6 +8,10 @@ that follows :class:`HookedModel` (the core owns the layer loop: ``start_at_laye
 ``jinterp.sae``, reproductions in ``jinterp.experiments``.
 """
 
+from jinterp import cpu_allocator as _cpu_allocator
+
+_cpu_allocator.tune()  # before anything starts JAX's CPU backend (see the module docstring)
+
 from jinterp import compilation_cache as _compilation_cache
 from jinterp.cache import ActivationCache
 from jinterp.grad import grad_cache
