@@ -129,8 +129,14 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Scans ``model.block`` over layers ``plan.start .. plan.stop``.
 
+    Captures go into carried buffers ``[n_captured, ...]``, one slot per captured layer,
+    written in place each layer (``lax.scan``'s own stacked outputs would do the same, but
+    start from one zero broadcast that XLA then copies into every buffer of a shape). Each
+    buffer gets its own fill value, so no two can be merged into one broadcast; every slot
+    is overwritten before it is read.
+
     Args:
-        deltas: block point -> zeros added at its captured layers (``grad_cache``): shape
+        deltas: block point -> zeros added at its captured layers (``grad_cache``), shape
             ``[n_captured, ...]``.
 
     Returns:
@@ -143,14 +149,14 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
         xs = jax.tree.map(lambda a: a[plan.start:plan.stop], xs)
     groups = _Groups(plan, groups_data, axes)
     captured = plan.captured_layers()
-    every = {p for p, ls in captured.items() if len(ls) == n_run}
+    every = {p for p, ls in captured.items() if len(ls) == n_run}  # slot = layer - start
     slots = {}
     for p, ls in captured.items():
         table = np.full(n_run, -1, np.int32)
         table[np.asarray(ls) - plan.start] = np.arange(len(ls))
         slots[p] = table
 
-    def run_block(resid, x_l, layer, delta_l, record: bool):
+    def run_block(resid, x_l, layer, delta_l):
         recorded: dict[str, jax.Array] = {}
 
         def hook(point, act):
@@ -158,33 +164,29 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
             if point in captured:
                 if point in delta_l:
                     act = act + delta_l[point]
-                if record:
-                    recorded[point] = _constrain(act, axes[point])
+                recorded[point] = _constrain(act, axes[point])
             return act
 
         return model.block(resid, x_l, BlockHook(hook, plan.wanted)), recorded
 
-    some = [p for p in captured if p not in every]
     buffers = {}
-    if some:
+    if captured:
         x0 = jax.tree.map(lambda a: a[0], xs)
         d0 = {p: d[0] for p, d in deltas.items()}
-        shapes = jax.eval_shape(lambda r, x, d: run_block(r, x, plan.start, d, True)[1],
-                                resid, x0, d0)
-        buffers = {p: jnp.zeros((len(captured[p]),) + shapes[p].shape, shapes[p].dtype)
-                   for p in some}
+        shapes = jax.eval_shape(lambda r, x, d: run_block(r, x, plan.start, d)[1], resid, x0, d0)
+        buffers = {p: jnp.full((len(ls),) + shapes[p].shape, i, shapes[p].dtype)
+                   for i, (p, ls) in enumerate(captured.items())}
 
     def body(carry, inputs):
         resid, bufs = carry
-        x_l, layer, dx_every = inputs
-        delta_l = dict(dx_every)
-        slot = {p: jnp.asarray(slots[p])[layer - plan.start] for p in some}
-        for p in some:
-            if p in deltas:
-                s = jnp.maximum(slot[p], 0)
-                d = lax.dynamic_index_in_dim(deltas[p], s, keepdims=False)
-                delta_l[p] = jnp.where(slot[p] >= 0, d, jnp.zeros_like(d))
-        resid, recorded = run_block(resid, x_l, layer, delta_l, True)
+        x_l, layer = inputs
+        slot = {p: jnp.asarray(slots[p])[layer - plan.start] for p in captured}
+        delta_l = {}
+        for p, d in deltas.items():
+            s = jnp.maximum(slot[p], 0)
+            d_l = lax.dynamic_index_in_dim(d, s, keepdims=False)
+            delta_l[p] = d_l if p in every else jnp.where(slot[p] >= 0, d_l, jnp.zeros_like(d_l))
+        resid, recorded = run_block(resid, x_l, layer, delta_l)
         missing = sorted(set(captured) - set(recorded))
         if missing:
             raise RuntimeError(f"{type(model).__name__}.block never reported {missing}, which it "
@@ -192,16 +194,15 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
         new_bufs = {}
         for p, buf in bufs.items():
             s = jnp.maximum(slot[p], 0)
-            old = lax.dynamic_index_in_dim(buf, s, keepdims=False)
-            value = jnp.where(slot[p] >= 0, recorded[p], old)
+            value = recorded[p]
+            if p not in every:  # a layer not captured rewrites slot 0 with what it holds
+                value = jnp.where(slot[p] >= 0, value, lax.dynamic_index_in_dim(buf, s, 0, False))
             new_bufs[p] = lax.dynamic_update_index_in_dim(buf, value, s, 0)
-        return (resid, new_bufs), {p: recorded[p] for p in every}
+        return (resid, new_bufs), None
 
-    dx_every = {p: d for p, d in deltas.items() if p in every}
     layer_ids = jnp.arange(plan.start, plan.stop)
-    (resid, buffers), stacked = lax.scan(body, (resid, buffers), (xs, layer_ids, dx_every),
-                                         unroll=unroll)
-    return resid, {**stacked, **buffers}
+    (resid, buffers), _ = lax.scan(body, (resid, buffers), (xs, layer_ids), unroll=unroll)
+    return resid, buffers
 
 
 def run_model(model, plan: Plan, params, inputs: jax.Array, top_chains: Mapping[str, tuple],
