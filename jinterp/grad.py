@@ -50,7 +50,8 @@ def _execute(params, inputs, leaves, metric_leaves, *, model, plan, hook_static,
                              f"{getattr(result, 'shape', type(result).__name__)} (reduce it, "
                              "e.g. with .mean() or .sum()).")
         if not jnp.issubdtype(jnp.result_type(result), jnp.floating):
-            raise TypeError(f"The metric must return a float scalar, got {jnp.result_type(result)}.")
+            raise TypeError(f"The metric must return a float scalar, got "
+                            f"{jnp.result_type(result)}.")
         return result, (top, stacked)
 
     (result, (top, stacked)), grads = jax.value_and_grad(value, has_aux=True)(zeros)

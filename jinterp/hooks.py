@@ -27,7 +27,6 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct

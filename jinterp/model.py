@@ -66,12 +66,14 @@ class HookedModel(abc.ABC):
 
     # ----------------------------------------------------------------------- the four parts
     @abc.abstractmethod
-    def embed(self, params, tokens: Int[Array, "batch pos"], hook) -> Float[Array, "batch pos d_model"]:
+    def embed(self, params, tokens: Int[Array, "batch pos"],
+              hook) -> Float[Array, "batch pos d_model"]:
         """Token ids to the residual entering block 0."""
 
     @abc.abstractmethod
     def layer_inputs(self, params) -> Any:
-        """Per-layer inputs of ``block`` (stacked weights, windows, RoPE bases): ``[layer, ...]``."""
+        """Per-layer inputs of ``block`` (stacked weights, windows, RoPE bases), ``[layer, ...]``.
+        """
 
     @abc.abstractmethod
     def block(self, resid: Float[Array, "batch pos d_model"], layer_inputs,

@@ -89,7 +89,8 @@ def validate_tokens(model: HookedModel, tokens) -> Any:
     if tokens.size:
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= model.d_vocab:
-            raise ValueError(f"Token ids must lie in [0, {model.d_vocab}); got ids in [{lo}, {hi}].")
+            raise ValueError(f"Token ids must lie in [0, {model.d_vocab}); got ids in "
+                             f"[{lo}, {hi}].")
     return tokens
 
 

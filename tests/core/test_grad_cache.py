@@ -62,7 +62,7 @@ def test_gradients_match_central_finite_differences():
             index = tuple(int(rng.integers(0, s)) for s in act.shape)
             eps = 1e-2
 
-            def at(delta, name=name, index=index):
+            def at(delta, name=name, index=index, act=act):
                 bump = jnp.zeros_like(act).at[index].set(delta)
                 return metric(jinterp.run_with_hooks(model, params, toks, {name: Steer(bump)}))
 

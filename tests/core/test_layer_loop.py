@@ -109,7 +109,8 @@ def test_layer_range_and_residual_errors_name_the_fix():
 def test_hooks_before_the_start_layer_are_refused_and_at_layers_are_checked():
     model, params = family("gpt2")
     resid = jnp.zeros((2, 9, 32))
-    with pytest.raises(ValueError, match=r"At\(layer=0\) on 'hook_resid_pre' is outside the layers"):
+    outside = r"At\(layer=0\) on 'hook_resid_pre' is outside the layers"
+    with pytest.raises(ValueError, match=outside):
         jinterp.run_with_hooks(model, params, resid,
                                {"hook_resid_pre": At(0, Steer(jnp.ones(32)))}, start_at_layer=1)
     with pytest.raises(ValueError, match=r"At\(layer=5\) .* outside the model's layers 0..2"):

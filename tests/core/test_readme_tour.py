@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import transformers
 
+import jinterp
+
 README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
 
 
@@ -29,3 +31,15 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
     assert (tmp_path / "patching.png").stat().st_size > 0
     # Patching head 1 with the clean values equals the sweep's entry for head 1.
     np.testing.assert_allclose(namespace["patched"][0, -1].max(), namespace["sweep"][1], rtol=1e-5)
+    # Stopping at a layer and starting from its residual reproduce the full forward.
+    np.testing.assert_allclose(namespace["logits_again"], namespace["logits"], rtol=1e-5,
+                               atol=1e-6)
+    assert namespace["resid"].shape == (1, 6, 48) and "blocks.4.hook_resid_pre" not in namespace[
+        "early"]
+    # One cell of the layer x position sweep equals the same patch given by name.
+    grid, cache = namespace["grid"], namespace["cache"]
+    assert grid.shape == (8, 6)
+    direct = jinterp.run_with_hooks(namespace["model"], namespace["params"], namespace["corrupt"], {
+        "blocks.3.hook_resid_pre": jinterp.Patch(cache["blocks.3.hook_resid_pre"], pos=2)})
+    np.testing.assert_allclose(grid[3, 2], direct[0, -1].max(), rtol=1e-5)
+    assert namespace["atp"].shape == (8, 1, 6) and np.abs(namespace["atp"]).max() > 0
