@@ -115,7 +115,8 @@ def run_jinterp_sweep(args) -> dict:
                                             train_state(cfg, i, lr=1e-4, tcfg=tcfg), x, args)
         seq_total, seq_compile = seq_total + med, seq_compile + compiled_s
     n_tokens = len(cfgs) * args.batch
-    return {"n_saes": len(cfgs), "sweep_step_s": sweep_med, "sweep_tokens_per_s": n_tokens / sweep_med,
+    return {"n_saes": len(cfgs), "sweep_step_s": sweep_med,
+            "sweep_tokens_per_s": n_tokens / sweep_med,
             "sweep_compile_s": compile_s, "sequential_step_s": seq_total,
             "sequential_tokens_per_s": n_tokens / seq_total, "sequential_compile_s": seq_compile,
             "speedup": seq_total / sweep_med, "peak_rss_mb": _peak_rss_mb()}
@@ -140,7 +141,8 @@ def run_saelens(arch: str, args) -> dict:
     trainer_cfg = SAETrainerConfig(total_training_samples=args.batch * 10 ** 6,
                                    train_batch_size_samples=args.batch, lr=1e-4, lr_end=1e-4)
     trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=iter(()))
-    x = torch.from_numpy(np.random.default_rng(0).normal(size=(args.batch, args.d_in)).astype("float32"))
+    x = np.random.default_rng(0).normal(size=(args.batch, args.d_in)).astype("float32")
+    x = torch.from_numpy(x)
 
     def one():
         trainer.step(x)
@@ -151,7 +153,8 @@ def run_saelens(arch: str, args) -> dict:
     first_s = time.perf_counter() - t0
     med, times = _timed(one, args.warmup, args.repeats)
     return {"step_s": med, "tokens_per_s": args.batch / med, "first_step_s": first_s,
-            "times_s": times, "peak_rss_mb": _peak_rss_mb(), "torch_threads": torch.get_num_threads(),
+            "times_s": times, "peak_rss_mb": _peak_rss_mb(),
+            "torch_threads": torch.get_num_threads(),
             "sae_lens_version": __import__("sae_lens").__version__,
             "code_path": "SAETrainer.step -> _train_step -> training_forward_pass, backward, "
                          "clip_grad_norm_, Adam.step"}

@@ -52,14 +52,16 @@ def bench_decode(batch, d, d_sae, k, repeats):
     cot = jax.random.normal(jax.random.key(3), (batch, d))
 
     def make(fn):
-        return jax.jit(jax.value_and_grad(lambda v, w: jnp.sum(fn(v, idx, w) * cot), argnums=(0, 1)))
+        objective = lambda v, w: jnp.sum(fn(v, idx, w) * cot)
+        return jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))
 
     out = {"sparse": timed(make(topk.sparse_decode), vals, w, repeats=repeats),
            "dense": timed(make(topk.dense_decode), vals, w, repeats=repeats)}
     out["torch_dense"] = bench_torch_decode(batch, d, d_sae, k, repeats)
     out["speedup_sparse_vs_dense"] = out["dense"]["median_s"] / out["sparse"]["median_s"]
     if out["torch_dense"] is not None:
-        out["speedup_sparse_vs_torch_dense"] = out["torch_dense"]["median_s"] / out["sparse"]["median_s"]
+        out["speedup_sparse_vs_torch_dense"] = (out["torch_dense"]["median_s"]
+                                                 / out["sparse"]["median_s"])
     return out
 
 
@@ -104,7 +106,8 @@ def bench_step(batch, d, d_sae, k, repeats):
     enc_only = jax.jit(lambda p: jax.lax.top_k(x @ p["W_enc"] + p["b_enc"], k))
     ctx = sae.LossContext(dead_mask=jnp.arange(d_sae) % 2 == 0)  # half the latents "dead"
     with_aux = jax.jit(jax.value_and_grad(lambda p: sae.loss(cfg, p, x, ctx=ctx)[0]))
-    out = {"sparse": timed(fast, params, repeats=repeats), "dense": timed(dense, params, repeats=repeats),
+    out = {"sparse": timed(fast, params, repeats=repeats),
+           "dense": timed(dense, params, repeats=repeats),
            "sparse_with_auxk_512": timed(with_aux, params, repeats=repeats),
            "encoder_matmul_plus_topk_only": timed(enc_only, params, repeats=repeats)}
     out["speedup_sparse_vs_dense"] = out["dense"]["median_s"] / out["sparse"]["median_s"]

@@ -76,7 +76,8 @@ def ours_to_saelens():
         with tempfile.TemporaryDirectory() as tmp:
             io.save_saelens(tmp, cfg, params)
             lens_sae = sae_lens.SAE.load_from_disk(tmp)
-            results[name] = {"saelens_class": type(lens_sae).__name__, **compare(cfg, params, lens_sae, x)}
+            results[name] = {"saelens_class": type(lens_sae).__name__,
+                             **compare(cfg, params, lens_sae, x)}
     return results
 
 
@@ -91,9 +92,20 @@ def _random_lens(sae_obj):
 
 
 def saelens_to_ours():
-    from sae_lens import (GatedSAE, GatedSAEConfig, JumpReLUSAE, JumpReLUSAEConfig,
-                          JumpReLUTranscoder, JumpReLUTranscoderConfig, StandardSAE,
-                          StandardSAEConfig, TopKSAE, TopKSAEConfig, Transcoder, TranscoderConfig)
+    from sae_lens import (
+        GatedSAE,
+        GatedSAEConfig,
+        JumpReLUSAE,
+        JumpReLUSAEConfig,
+        JumpReLUTranscoder,
+        JumpReLUTranscoderConfig,
+        StandardSAE,
+        StandardSAEConfig,
+        TopKSAE,
+        TopKSAEConfig,
+        Transcoder,
+        TranscoderConfig,
+    )
     from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
 
     lens = {
@@ -118,7 +130,8 @@ def saelens_to_ours():
             results[name] = {"jinterp_architecture": cfg.architecture.value,
                              "d_out": cfg.d_out, **compare(cfg, params, lens_sae, x)}
     # BatchTopK training SAE saved for inference -> a JumpReLU with a shared threshold.
-    train = _random_lens(BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=4)))
+    lens_cfg = BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=4)
+    train = _random_lens(BatchTopKTrainingSAE(lens_cfg))
     train.topk_threshold = torch.tensor(0.3, dtype=torch.double)
     with tempfile.TemporaryDirectory() as tmp:
         train.save_inference_model(tmp)

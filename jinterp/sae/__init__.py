@@ -13,8 +13,18 @@ files.
 """
 
 from jinterp.sae import metrics
-from jinterp.sae.architectures import (REGISTRY, after_grad, after_update, check_params, decode,
-                                       encode, forward, init, loss, param_shapes)
+from jinterp.sae.architectures import (
+    REGISTRY,
+    after_grad,
+    after_update,
+    check_params,
+    decode,
+    encode,
+    forward,
+    init,
+    loss,
+    param_shapes,
+)
 from jinterp.sae.config import ARCHITECTURE_NAMES, Architecture, LossContext, SAEConfig
 
 __all__ = [
@@ -40,12 +50,27 @@ __all__ = [
 from jinterp.sae import sharding  # noqa: E402
 from jinterp.sae.data import ArraySource, IteratorSource  # noqa: E402
 from jinterp.sae.schedule import TrainConfig  # noqa: E402
-from jinterp.sae.sweep import (instance_state, make_sweep_loop, make_sweep_step,  # noqa: E402
-                               plan_sweep, sweep_state)
-from jinterp.sae.trainer import (TrainResult, estimate_norm_scale, fold_norm_scale,  # noqa: E402
-                               geometric_median, train)
-from jinterp.sae.train_step import (HParams, TrainState, make_train_loop,  # noqa: E402
-                                     make_train_step, train_state)
+from jinterp.sae.sweep import (  # noqa: E402
+    instance_state,
+    make_sweep_loop,
+    make_sweep_step,
+    plan_sweep,
+    sweep_state,
+)
+from jinterp.sae.train_step import (  # noqa: E402
+    HParams,
+    TrainState,
+    make_train_loop,
+    make_train_step,
+    train_state,
+)
+from jinterp.sae.trainer import (  # noqa: E402
+    TrainResult,
+    estimate_norm_scale,
+    fold_norm_scale,
+    geometric_median,
+    train,
+)
 
 __all__ += [
     "ArraySource",

@@ -17,10 +17,40 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any, TypeVar
 
+import jax
 import jax.numpy as jnp
-from flax import struct
 from jaxtyping import Array, Bool, Float
+
+_T = TypeVar("_T")
+
+
+def pytree_dataclass(cls: type[_T]) -> type[_T]:
+    """A frozen dataclass registered as a pytree whose *unflatten* does not run ``__init__``.
+
+    Constructing one in code checks its field annotations (jaxtyping under pytest), but JAX
+    also rebuilds pytrees with leaves that are not arrays of the annotated per-instance
+    shape: shardings (``state_shardings``), ``ShapeDtypeStruct`` (``jax.eval_shape``, orbax
+    restore templates), a sweep's stacked ``[instance, ...]`` arrays, ``None``. Rebuilding is
+    not construction, so, as equinox modules do, it bypasses ``__init__``. ``replace`` is
+    ``dataclasses.replace`` (and so checked).
+    """
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    names = tuple(f.name for f in dataclasses.fields(cls))
+
+    def flatten_with_keys(obj: Any):
+        return [(jax.tree_util.GetAttrKey(n), getattr(obj, n)) for n in names], None
+
+    def unflatten(_: None, children: Any) -> Any:
+        obj = object.__new__(cls)
+        for name, child in zip(names, children):
+            object.__setattr__(obj, name, child)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten)
+    cls.replace = lambda self, **changes: dataclasses.replace(self, **changes)
+    return cls
 
 
 class Architecture(enum.StrEnum):
@@ -141,8 +171,9 @@ class SAEConfig:
         self._check_matryoshka()
         self._check_switch()
         if self.apply_b_dec_to_input and self.d_out is not None:
-            raise ValueError("apply_b_dec_to_input=True is impossible for a transcoder (d_out set): "
-                             "b_dec lives in the d_out space. Leave it None or set it False.")
+            raise ValueError("apply_b_dec_to_input=True is impossible for a transcoder (d_out "
+                             "set): b_dec lives in the d_out space. Leave it None or set it "
+                             "False.")
         if self.aux_k is not None:
             _check_positive_int("aux_k", self.aux_k)
         if self.jumprelu_bandwidth <= 0 or self.jumprelu_init_threshold <= 0:
@@ -176,13 +207,14 @@ class SAEConfig:
         try:
             jnp.dtype(self.dtype)
         except TypeError as err:
-            raise ValueError(f"dtype {self.dtype!r} is not a dtype name (use e.g. 'float32').") from err
+            raise ValueError(f"dtype {self.dtype!r} is not a dtype name (use e.g. "
+                             "'float32').") from err
 
     def _check_k(self) -> None:
         if self.architecture in TOPK_FAMILY:
             if self.k is None:
-                raise ValueError(f"architecture {self.architecture.value!r} needs k (active latents "
-                                 "per token); pass e.g. k=32.")
+                raise ValueError(f"architecture {self.architecture.value!r} needs k (active "
+                                 "latents per token); pass e.g. k=32.")
             _check_positive_int("k", self.k)
             limit = self.d_sae // (self.n_experts or 1)
             if self.k > limit:
@@ -283,7 +315,7 @@ def _check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
-@struct.dataclass
+@pytree_dataclass
 class LossContext:
     """Per-step array inputs of a training loss (a pytree, so it passes through jit / vmap).
 

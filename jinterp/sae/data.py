@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol, Union
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 
+@runtime_checkable
 class ActivationSource(Protocol):
     """What :func:`jinterp.sae.train` reads: fixed-size batches, replayable from a step."""
 
@@ -35,7 +36,7 @@ class ActivationSource(Protocol):
         ...
 
 
-ArrayLike = Union[np.ndarray, str, os.PathLike]
+ArrayLike = np.ndarray | str | os.PathLike
 
 
 def _open_rows(array: ArrayLike) -> np.ndarray:
@@ -107,12 +108,13 @@ class ArraySource:
     def _epoch_buffers(self, epoch: int) -> list[np.ndarray]:
         """The chunk indices of each shuffle buffer of ``epoch`` (chunk order is permuted)."""
         order = np.random.default_rng([self.seed, epoch]).permutation(self.n_chunks)
-        return [order[i:i + self.buffer_chunks] for i in range(0, self.n_chunks, self.buffer_chunks)]
+        step = self.buffer_chunks
+        return [order[i:i + step] for i in range(0, self.n_chunks, step)]
 
     def _load_buffer(self, epoch: int, index: int, chunks: np.ndarray) -> np.ndarray:
         rows = np.concatenate([
             self._read(c * self.chunk_rows, min((c + 1) * self.chunk_rows, self.n_rows))
-            for c in chunks
+            for c in chunks.tolist()  # Python ints (numpy's are not ``int``)
         ])
         perm = np.random.default_rng([self.seed, epoch, index + 1]).permutation(len(rows))
         return rows[perm]

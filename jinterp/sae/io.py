@@ -13,18 +13,18 @@ SAELens format (checked against sae-lens 6.54.12, ``saes/sae.py`` ``save_model``
 
 Mapping of our architectures (what SAELens can load):
 
-==============  =====================================  ===========================================
+==============  =====================================  ====================================
 ours            SAELens ``architecture``               notes
-==============  =====================================  ===========================================
+==============  =====================================  ====================================
 relu            ``standard`` / ``transcoder``
 topk            ``topk``                               ``rescale_acts_by_decoder_norm = false``
 jumprelu        ``jumprelu`` / ``jumprelu_transcoder`` ``threshold = exp(log_threshold)``
-batchtopk       ``jumprelu`` / ``jumprelu_transcoder`` threshold = global theta (SAELens does the same)
+batchtopk       ``jumprelu`` / ``jumprelu_transcoder`` threshold = global theta (as SAELens)
 matryoshka      ``jumprelu`` / ``jumprelu_transcoder`` as batchtopk
 gated           ``gated``
-switch          ``switch`` (jinterp only)              adds ``W_router [d_in, n_experts]``, ``b_router``
+switch          ``switch`` (jinterp only)              adds ``W_router``, ``b_router``
 topk/gated transcoder: ``topk_transcoder`` / ``gated_transcoder`` (jinterp only)
-==============  =====================================  ===========================================
+==============  =====================================  ====================================
 
 Every file we write also stores our full `SAEConfig` under ``metadata["jinterp_config"]``, so
 `load_saelens` restores exactly what was saved (e.g. a BatchTopK SAE comes back as

@@ -21,38 +21,41 @@ SAELens/SAEBench ``get_sparsity_and_variance_metrics`` except where noted:
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
+
+ArrayIn = Array | np.ndarray  # metrics of host (numpy) activations work too
 
 _EPS = 1e-12
 
 
-def _tokens(a: Array) -> Array:
-    return a.reshape(-1, a.shape[-1]).astype(jnp.float32)
+def _tokens(a: ArrayIn) -> Array:
+    return jnp.asarray(a).reshape(-1, a.shape[-1]).astype(jnp.float32)
 
 
-def _check_pair(x: Array, x_hat: Array) -> None:
+def _check_pair(x: ArrayIn, x_hat: ArrayIn) -> None:
     if x.shape != x_hat.shape:
         raise ValueError(f"x has shape {tuple(x.shape)} but x_hat has shape {tuple(x_hat.shape)}; "
                          "they must match.")
 
 
 # ----------------------------------------------------------------------------- sparsity
-def l0(f: Float[Array, "... d_sae"]) -> Float[Array, ""]:
+def l0(f: Float[ArrayIn, "... d_sae"]) -> Float[Array, ""]:
     """Mean number of non-zero latents per token."""
     return jnp.mean(jnp.sum(_tokens(f) != 0, axis=-1).astype(jnp.float32))
 
 
-def l1(f: Float[Array, "... d_sae"]) -> Float[Array, ""]:
+def l1(f: Float[ArrayIn, "... d_sae"]) -> Float[Array, ""]:
     """Mean L1 norm of the latents per token."""
     return jnp.mean(jnp.sum(jnp.abs(_tokens(f)), axis=-1))
 
 
-def feature_density(f: Float[Array, "... d_sae"]) -> Float[Array, " d_sae"]:
+def feature_density(f: Float[ArrayIn, "... d_sae"]) -> Float[Array, " d_sae"]:
     """Fraction of tokens on which each latent is non-zero."""
     return jnp.mean((_tokens(f) != 0).astype(jnp.float32), axis=0)
 
 
-def feature_density_histogram(f: Float[Array, "... d_sae"], bins: int = 40,
+def feature_density_histogram(f: Float[ArrayIn, "... d_sae"], bins: int = 40,
                               log10_range: tuple[float, float] = (-8.0, 0.0)):
     """Histogram of ``log10(feature density)`` over the latents that fired at least once.
 
@@ -68,41 +71,42 @@ def feature_density_histogram(f: Float[Array, "... d_sae"], bins: int = 40,
     return counts.astype(jnp.int32), edges, jnp.sum(~alive)
 
 
-def dead_fraction(f: Float[Array, "... d_sae"]) -> Float[Array, ""]:
+def dead_fraction(f: Float[ArrayIn, "... d_sae"]) -> Float[Array, ""]:
     """Fraction of latents that never fire on these tokens."""
     return jnp.mean((feature_density(f) == 0).astype(jnp.float32))
 
 
-def dense_fraction(f: Float[Array, "... d_sae"], threshold: float = 0.1) -> Float[Array, ""]:
+def dense_fraction(f: Float[ArrayIn, "... d_sae"], threshold: float = 0.1) -> Float[Array, ""]:
     """Fraction of latents firing on more than ``threshold`` of tokens (default 10%)."""
     return jnp.mean((feature_density(f) > threshold).astype(jnp.float32))
 
 
 # ----------------------------------------------------------------------------- reconstruction
-def mse(x: Float[Array, "... d"], x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def mse(x: Float[ArrayIn, "... d"], x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """``E_tokens ||x - x_hat||^2`` (summed over dimensions, mean over tokens)."""
     _check_pair(x, x_hat)
     return jnp.mean(jnp.sum(jnp.square(_tokens(x) - _tokens(x_hat)), axis=-1))
 
 
-def total_variance(x: Float[Array, "... d"]) -> Float[Array, ""]:
+def total_variance(x: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """``E||x - E[x]||^2``: variance summed over dimensions."""
     xt = _tokens(x)
-    return jnp.mean(jnp.sum(jnp.square(xt - jnp.mean(xt, axis=0)), axis=-1))
+    return jnp.mean(jnp.sum(jnp.square(xt - jnp.mean(xt, axis=0, keepdims=True)), axis=-1))
 
 
-def fvu(x: Float[Array, "... d"], x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def fvu(x: Float[ArrayIn, "... d"], x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """Fraction of variance unexplained, centred: ``E||x - x_hat||^2 / E||x - E[x]||^2``."""
     return mse(x, x_hat) / jnp.maximum(total_variance(x), _EPS)
 
 
-def explained_variance(x: Float[Array, "... d"], x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def explained_variance(x: Float[ArrayIn, "... d"],
+                       x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """``1 - fvu`` (centred; the quantity Gemma Scope and SAEBench report)."""
     return 1.0 - fvu(x, x_hat)
 
 
-def explained_variance_saelens(x: Float[Array, "... d"],
-                               x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def explained_variance_saelens(x: Float[ArrayIn, "... d"],
+                               x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """SAELens' formula up to commit 91ca16c: squares before averaging (see module docstring)."""
     xt = _tokens(x)
     mean_sq_norm = jnp.mean(jnp.sum(jnp.square(xt), axis=-1))  # E||x||^2
@@ -110,17 +114,18 @@ def explained_variance_saelens(x: Float[Array, "... d"],
     return 1.0 - mse(x, x_hat) / (mean_sq_norm - jnp.square(mean_sq_entry))
 
 
-def explained_variance_legacy(x: Float[Array, "... d"],
-                              x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def explained_variance_legacy(x: Float[ArrayIn, "... d"],
+                              x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """SAELens' older per-token ratio ``mean_t[1 - ||x_t - x_hat_t||^2 / ||x_t - mean(x)||^2]``."""
     _check_pair(x, x_hat)
     xt, ht = _tokens(x), _tokens(x_hat)
     resid = jnp.sum(jnp.square(xt - ht), axis=-1)
-    spread = jnp.sum(jnp.square(xt - jnp.mean(xt, axis=0)), axis=-1)
+    spread = jnp.sum(jnp.square(xt - jnp.mean(xt, axis=0, keepdims=True)), axis=-1)
     return jnp.mean(1.0 - resid / spread)
 
 
-def cosine_similarity(x: Float[Array, "... d"], x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def cosine_similarity(x: Float[ArrayIn, "... d"],
+                      x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """Mean over tokens of ``cos(x, x_hat)``."""
     _check_pair(x, x_hat)
     xt, ht = _tokens(x), _tokens(x_hat)
@@ -129,7 +134,7 @@ def cosine_similarity(x: Float[Array, "... d"], x_hat: Float[Array, "... d"]) ->
     return jnp.mean(dots / jnp.maximum(norms, _EPS))
 
 
-def l2_ratio(x: Float[Array, "... d"], x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def l2_ratio(x: Float[ArrayIn, "... d"], x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """Mean over tokens of ``||x_hat|| / ||x||`` (below 1: shrinkage). Like SAELens, tokens with
     ``||x|| < 1e-4`` divide by 1 instead."""
     _check_pair(x, x_hat)
@@ -138,8 +143,8 @@ def l2_ratio(x: Float[Array, "... d"], x_hat: Float[Array, "... d"]) -> Float[Ar
     return jnp.mean(jnp.linalg.norm(_tokens(x_hat), axis=-1) / nx)
 
 
-def relative_reconstruction_bias(x: Float[Array, "... d"],
-                                 x_hat: Float[Array, "... d"]) -> Float[Array, ""]:
+def relative_reconstruction_bias(x: Float[ArrayIn, "... d"],
+                                 x_hat: Float[ArrayIn, "... d"]) -> Float[Array, ""]:
     """``E||x_hat||^2 / E[x . x_hat]`` (Gated SAE paper, eq. 10): the optimal rescaling of
     ``x_hat`` is its inverse; 1 means no systematic shrinkage."""
     _check_pair(x, x_hat)
@@ -147,8 +152,8 @@ def relative_reconstruction_bias(x: Float[Array, "... d"],
     return jnp.mean(jnp.sum(ht * ht, axis=-1)) / jnp.mean(jnp.sum(xt * ht, axis=-1))
 
 
-def summary(x: Float[Array, "... d"], x_hat: Float[Array, "... d"],
-            f: Float[Array, "... d_sae"]) -> dict[str, Array]:
+def summary(x: Float[ArrayIn, "... d"], x_hat: Float[ArrayIn, "... d"],
+            f: Float[ArrayIn, "... d_sae"]) -> dict[str, Array]:
     """All scalar metrics in one dict (the feature-density histogram is left out)."""
     return {
         "l0": l0(f),

@@ -86,6 +86,10 @@ class TrainConfig:
                    lr_decay_steps=total_steps // 5, grad_clip_norm=1.0)
 
 
+#: The default training options (a shared instance, so jit and lru caches see one key).
+DEFAULT_TRAIN = TrainConfig()
+
+
 def _ramp(step: Int[Array, ""], length: int) -> Float[Array, ""]:
     """(step + 1) / length clipped to 1; exactly 1 when length == 0.
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jinterp.sae.config import Architecture, SAEConfig
-from jinterp.sae.schedule import TrainConfig
+from jinterp.sae.schedule import DEFAULT_TRAIN, TrainConfig
 from jinterp.sae.train_step import Batch, TrainState, _fresh_state, train_step
 
 # The config field each penalised architecture multiplies by LossContext.penalty_scale.
@@ -106,7 +106,7 @@ def _per_instance(value, n: int, name: str) -> list:
 
 
 def sweep_state(plan: SweepPlan, seeds: Sequence[int] | int, *, lr: Sequence[float] | float,
-                tcfg: TrainConfig = TrainConfig(), norm_scale: float = 1.0
+                tcfg: TrainConfig = DEFAULT_TRAIN, norm_scale: float = 1.0
                 ) -> tuple[TrainState, ...]:
     """Fresh states for every instance, stacked per group.
 
@@ -131,8 +131,9 @@ def sweep_state(plan: SweepPlan, seeds: Sequence[int] | int, *, lr: Sequence[flo
         keys = jnp.stack([jax.random.PRNGKey(int(seeds[i])) for i in members])
         lr_arr = jnp.asarray([lrs[i] for i in members], jnp.float32)
         mult = jnp.asarray([plan.multipliers[i] for i in members], jnp.float32)
-        fresh = functools.partial(_fresh_state, cfg, tcfg)
-        states.append(jax.vmap(lambda k, a, m: fresh(k, a, m, scale, scale, None))(keys, lr_arr, mult))
+        fresh = functools.partial(_fresh_state, cfg, tcfg, norm_scale=scale,
+                                  target_norm_scale=scale, params=None)
+        states.append(jax.vmap(fresh)(keys, lr_arr, mult))
     return tuple(states)
 
 
@@ -166,15 +167,16 @@ def _merge_metrics(plan: SweepPlan, group_metrics: list[dict]) -> dict[str, jax.
                                 in zip(group_metrics, plan.groups)])[order] for k in keys}
 
 
-def make_sweep_step(plan: SweepPlan, tcfg: TrainConfig = TrainConfig(), *,
+def make_sweep_step(plan: SweepPlan, tcfg: TrainConfig = DEFAULT_TRAIN, *,
                     mesh: jax.sharding.Mesh | None = None, donate: bool = True
-                    ) -> Callable[[tuple[TrainState, ...], Batch], tuple[tuple[TrainState, ...], dict]]:
+                    ) -> Callable[[tuple[TrainState, ...], Batch],
+                                  tuple[tuple[TrainState, ...], dict]]:
     """A jitted ``step(states, batch) -> (states, metrics[n_instances])`` for the sweep."""
     return jax.jit(functools.partial(sweep_step, plan, tcfg, mesh=mesh),
                    donate_argnums=(0,) if donate else ())
 
 
-def make_sweep_loop(plan: SweepPlan, tcfg: TrainConfig = TrainConfig(), *,
+def make_sweep_loop(plan: SweepPlan, tcfg: TrainConfig = DEFAULT_TRAIN, *,
                     mesh: jax.sharding.Mesh | None = None, donate: bool = True):
     """A jitted ``loop(states, batches[n_steps, batch, d_in])`` scanning :func:`sweep_step`;
     metrics come back as ``[n_steps, n_instances]``."""

@@ -79,7 +79,8 @@ def sample_coefficients(cfg: SyntheticConfig, key: jax.Array,
                         batch: int) -> Float[Array, "batch n_features"]:
     """Sparse non-negative coefficients: Bernoulli(p_i) support, uniform magnitudes."""
     k_on, k_mag = jax.random.split(key)
-    active = jax.random.bernoulli(k_on, feature_probabilities(cfg), (batch, cfg.n_features))
+    p = feature_probabilities(cfg)[None, :]  # [1, n_features]
+    active = jax.random.bernoulli(k_on, p, (batch, cfg.n_features))
     mags = jax.random.uniform(k_mag, (batch, cfg.n_features), jnp.float32,
                               cfg.magnitude_low, cfg.magnitude_high)
     return jnp.where(active, mags, 0.0)
@@ -96,8 +97,8 @@ def sample(cfg: SyntheticConfig, dictionary: Float[Array, "n_features d"], key: 
     return x, coeffs
 
 
-def max_cosine(true_dirs: Float[Array, "n_features d"],
-               W_dec: Float[Array, "d_sae d"]) -> Float[Array, " n_features"]:
+def max_cosine(true_dirs: Float[Array | np.ndarray, "n_features d"],
+               W_dec: Float[Array | np.ndarray, "d_sae d"]) -> Float[Array, " n_features"]:
     """For each true direction, the largest cosine similarity with any learned decoder row."""
     if true_dirs.ndim != 2 or W_dec.ndim != 2 or true_dirs.shape[1] != W_dec.shape[1]:
         raise ValueError(f"true_dirs {tuple(true_dirs.shape)} and W_dec {tuple(W_dec.shape)} must "
@@ -107,7 +108,8 @@ def max_cosine(true_dirs: Float[Array, "n_features d"],
     return jnp.max(t @ w.T, axis=-1)  # [n_features]
 
 
-def feature_recovery(true_dirs: Float[Array, "n_features d"], W_dec: Float[Array, "d_sae d"],
+def feature_recovery(true_dirs: Float[Array | np.ndarray, "n_features d"],
+                     W_dec: Float[Array | np.ndarray, "d_sae d"],
                      threshold: float = 0.9) -> Float[Array, ""]:
     """Fraction of true features matched by some decoder row at cosine >= ``threshold``."""
     return jnp.mean((max_cosine(true_dirs, W_dec) >= threshold).astype(jnp.float32))

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from jinterp.sae import sharding
 
 # ----------------------------------------------------------------------------- gathers
 # Each helper loops over the k slots (a `lax.scan` of k steps over [batch, d] slices) instead of
@@ -83,7 +84,8 @@ def _gather_rows_project(vec: Float[Array, "batch d"], indices: Int[Array, "batc
 
 def _scatter_outer(coeffs: Float[Array, "batch k"], indices: Int[Array, "batch k"],
                    vec: Float[Array, "batch d"], n: int) -> Float[Array, "n d"]:
-    """``out[i] = sum_{b, j: indices[b, j] = i} coeffs[b, j] * vec[b]`` (segment-sum of outer products)."""
+    """``out[i] = sum_{b, j: indices[b, j] = i} coeffs[b, j] * vec[b]`` (a segment-sum of
+    outer products)."""
     vec32 = vec.astype(jnp.float32)
     if _prefer_dense(indices.shape[1], n):
         return _dense_code(coeffs, indices, n).T @ vec32  # [n, d]
@@ -157,11 +159,13 @@ def topk_encode(x: Float[Array, "batch d_in"], W_enc: Float[Array, "d_in d_sae"]
 
 
 def _topk_forward(x, W_enc, b_enc, k, aux_mask=None, aux_k=0):
-    pre = x @ W_enc + b_enc  # [batch, d_sae]
-    values, indices = jax.lax.top_k(pre, k)  # [batch, k]
+    """The selection; ``sharding.top_k`` keeps it shard-local when ``d_sae`` is split."""
+    pre = x @ W_enc + b_enc[None, :]  # [batch, d_sae]
+    values, indices = sharding.top_k(pre, k)  # [batch, k]
     if aux_mask is None or aux_k == 0:
         return values, indices
-    aux_v, aux_i = jax.lax.top_k(jnp.where(aux_mask, pre, -jnp.inf), aux_k)  # [batch, aux_k]
+    masked = jnp.where(aux_mask[None, :], pre, -jnp.inf)  # [batch, d_sae]
+    aux_v, aux_i = sharding.top_k(masked, aux_k)  # [batch, aux_k]
     return jnp.concatenate([values, aux_v], -1), jnp.concatenate([indices, aux_i], -1)
 
 
@@ -195,7 +199,8 @@ def dense_topk_encode(x: Float[Array, "batch d_in"], W_enc: Float[Array, "d_in d
 
 def dense_decode(values: Float[Array, "batch k"], indices: Int[Array, "batch k"],
                  W_dec: Float[Array, "d_sae d"]) -> Float[Array, "batch d"]:
-    """Scatter into a dense ``[batch, d_sae]`` code and matmul (the baseline `sparse_decode` beats)."""
+    """Scatter into a dense ``[batch, d_sae]`` code and matmul (the baseline that
+    `sparse_decode` beats)."""
     rows = jnp.arange(values.shape[0])[:, None]
     dense = jnp.zeros((values.shape[0], W_dec.shape[0]), values.dtype).at[rows, indices].add(values)
     return dense @ W_dec  # [batch, d]

@@ -16,6 +16,7 @@ between layers and models. The returned parameters have ``s`` folded back in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from jinterp.checkpoint import Checkpointer
 from jinterp.sae import sharding as sharding_lib
+from jinterp.sae.architectures import Params
 from jinterp.sae.config import SAEConfig
 from jinterp.sae.data import ActivationSource, as_source
 from jinterp.sae.schedule import TrainConfig
@@ -36,7 +38,7 @@ from jinterp.sae.train_step import TrainState, make_train_loop, make_train_step,
 
 
 # ----------------------------------------------------------------------------- data statistics
-def estimate_norm_scale(x: Float[Array, "batch d_in"]) -> float:
+def estimate_norm_scale(x: Float[Array | np.ndarray, "batch d_in"]) -> float:
     """``s`` with ``E||s x||^2 = d_in`` over the rows of ``x`` (Anthropic's normalisation)."""
     mean_sq = float(np.mean(np.sum(np.square(np.asarray(x, np.float64)), axis=-1)))
     if not mean_sq > 0:
@@ -44,8 +46,8 @@ def estimate_norm_scale(x: Float[Array, "batch d_in"]) -> float:
     return float(np.sqrt(x.shape[-1] / mean_sq))
 
 
-@jax.jit
-def geometric_median(x: Float[Array, "batch d"], iters: int = 100,
+@functools.partial(jax.jit, static_argnames=("iters", "eps"))
+def geometric_median(x: Float[Array | np.ndarray, "batch d"], iters: int = 100,
                      eps: float = 1e-8) -> Float[Array, " d"]:
     """The point minimising the summed Euclidean distance to the rows of ``x`` (Weiszfeld).
 
@@ -55,14 +57,14 @@ def geometric_median(x: Float[Array, "batch d"], iters: int = 100,
     x = x.astype(jnp.float32)
 
     def body(_, y):
-        w = 1.0 / jnp.maximum(jnp.linalg.norm(x - y, axis=-1), eps)  # [batch]
+        w = 1.0 / jnp.maximum(jnp.linalg.norm(x - y[None, :], axis=-1), eps)  # [batch]
         return (w @ x) / jnp.sum(w)
 
     return jax.lax.fori_loop(0, iters, body, jnp.mean(x, axis=0))
 
 
-def fold_norm_scale(cfg: SAEConfig, params: dict[str, Array], norm_scale: float,
-                    target_norm_scale: float | None = None) -> dict[str, Array]:
+def fold_norm_scale(cfg: SAEConfig, params: Params, norm_scale: float,
+                    target_norm_scale: float | None = None) -> Params:
     """Parameters for raw activations from ones trained on ``x * norm_scale``.
 
     Latents stay identical: the input-side weights absorb ``s`` (``W_enc s``; ``b_dec``
@@ -93,8 +95,8 @@ class TrainResult:
     """
 
     state: TrainState
-    params: dict[str, Array]
-    history: list[dict[str, float]]
+    params: Params
+    history: list[dict[str, float | int]]
 
 
 def _scalar_metrics(metrics: dict[str, Array]) -> dict[str, np.ndarray]:
@@ -103,7 +105,7 @@ def _scalar_metrics(metrics: dict[str, Array]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in host.items() if np.ndim(v) <= 1}
 
 
-def _rewind_jsonl(path: str, step: int) -> list[dict[str, float]]:
+def _rewind_jsonl(path: str, step: int) -> list[dict[str, float | int]]:
     """Keeps only log lines of steps <= ``step`` (a crashed run may have logged past its last
     checkpoint) and returns them, so a resumed run's log equals an uninterrupted one's."""
     if not os.path.exists(path):
@@ -234,7 +236,8 @@ def _place(batches: np.ndarray, mesh: jax.sharding.Mesh | None) -> jax.Array:
     return sharding_lib.shard_batch(batches, mesh)
 
 
-def _log_rows(metrics: dict[str, Array], first: int, log_every: int) -> list[dict[str, float]]:
+def _log_rows(metrics: dict[str, Array], first: int,
+              log_every: int) -> list[dict[str, float | int]]:
     """One JSON-ready row per logged step of a chunk of stacked ``[n_steps]`` metrics."""
     host = _scalar_metrics(metrics)
     n = len(next(iter(host.values())))

@@ -77,3 +77,23 @@ def test_one_device_mesh_and_constrain_without_mesh():
         sh.constrain(x, ("batch",), mesh)
     with pytest.raises(ValueError, match="unknown logical axis 'btach'"):
         sh.constrain(x, ("btach", "d_model"))  # checked without a mesh too
+
+
+def test_param_shardings_follow_the_ports_param_axes():
+    from jinterp import models
+
+    model = models.GPT2(models.GPT2Config(n_layers=1, d_model=8, n_heads=2, d_head=4, d_mlp=16,
+                                          d_vocab=12, n_ctx=8))
+    mesh = sh.make_mesh(1, 1)
+    tp = sh.param_shardings(model, mesh)  # from param_shapes(): nothing allocated
+    assert tp["blocks"]["attn"]["W_Q"].spec == P(None, "model", None, None)
+    assert tp["blocks"]["mlp"]["W_in"].spec == P(None, None, "model")
+    fsdp = sh.param_shardings(model, mesh, fsdp=True)
+    assert fsdp["blocks"]["attn"]["W_O"].spec == P(None, "model", None, "data")
+    assert fsdp["embed"]["W_E"].spec == P("model", "data")
+    params = model.init(jax.random.key(0))
+    placed = sh.shard_params(model, params, mesh)
+    assert placed["blocks"]["attn"]["W_Q"].sharding.spec == P(None, "model", None, None)
+    del params["blocks"]["attn"]["W_Q"]
+    with pytest.raises(ValueError, match=r"params lack \['blocks.attn.W_Q'\]"):
+        sh.shard_params(model, params, mesh)

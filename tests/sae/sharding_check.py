@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
@@ -30,6 +31,7 @@ CONFIGS = {
     "batchtopk": SAEConfig("batchtopk", d_in=16, d_sae=64, k=4, aux_k=8),
 }
 MESHES = [(4, 2), (2, 4)]
+REPORT: dict = {}
 
 
 def _run(cfg, xs, mesh):
@@ -41,16 +43,19 @@ def _run(cfg, xs, mesh):
     for x in xs:
         state, metrics = step(state, x if mesh is None else sh.shard_batch(x, mesh))
         losses.append(float(metrics["loss"]))
+    if mesh is not None and cfg.architecture.value == "topk" and mesh.shape[sh.MODEL] == 4:
+        _check_step_uses_sharded_top_k(REPORT, state, sh.shard_batch(xs[0], mesh), mesh)
     return state, np.asarray(losses)
 
 
-def _max_diff(a, b):
-    return max(float(jnp.max(jnp.abs(jnp.asarray(x) - jnp.asarray(y))))
+def _max_diff(a, b):  # on the host: eager jnp ops would compile once per leaf sharding
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def _check_training(report):
-    xs = jax.random.normal(jax.random.PRNGKey(1), (N_STEPS, 32, 16)) + 0.2
+    # host (numpy) batches: slicing a jax array compiles a slice program per step
+    xs = (np.random.default_rng(1).normal(size=(N_STEPS, 32, 16)) + 0.2).astype(np.float32)
     for name, cfg in CONFIGS.items():
         ref_state, ref_losses = _run(cfg, xs, None)
         for data, model in MESHES:
@@ -70,7 +75,7 @@ def _check_sweep(report):
     """The vmapped sweep on a 4 x 2 mesh equals the sweep on one device."""
     plan = plan_sweep([CONFIGS["relu"], CONFIGS["topk"],
                        SAEConfig("relu", d_in=16, d_sae=64, l1_coefficient=1.0)])
-    xs = jax.random.normal(jax.random.PRNGKey(2), (3, 32, 16))
+    xs = np.random.default_rng(2).normal(size=(3, 32, 16)).astype(np.float32)
     mesh = sh.make_mesh(4, 2)
     results = []
     for m in (None, mesh):
@@ -86,31 +91,65 @@ def _check_sweep(report):
 
 def _check_top_k(report):
     """sharding.top_k equals lax.top_k (ties included) and never gathers all of d_sae."""
-    x = jnp.round(jax.random.normal(jax.random.PRNGKey(0), (32, 64)), 1)  # many ties
+    x = jnp.asarray(np.round(np.random.default_rng(0).normal(size=(32, 64)), 1),
+                    jnp.float32)  # many ties
     for data, model in MESHES:
         mesh = sh.make_mesh(data, model)
         xs = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
-            sh.DATA_AXIS, sh.MODEL_AXIS)))
+            sh.DATA, sh.MODEL)))
 
-        def fn(v):
+        def fn(v, mesh=mesh):
             with sh.active_mesh(mesh):
                 return sh.top_k(v, 5)
 
+        def grad_fn(v, mesh=mesh):  # the AuxK path differentiates through the selected values
+            with sh.active_mesh(mesh):
+                return jax.grad(lambda u: jnp.sum(sh.top_k(u, 5)[0] ** 2))(v)
+
         values, indices = jax.jit(fn)(xs)
         ref_v, ref_i = jax.lax.top_k(x, 5)
-        hlo = jax.jit(fn).lower(xs).compile().as_text()
-        gathered = [line for line in hlo.splitlines() if "all-gather(" in line]
+        ref_g = jax.grad(lambda u: jnp.sum(jax.lax.top_k(u, 5)[0] ** 2))(x)
+        with jax.set_mesh(mesh):  # the context mesh works as well as active_mesh
+            ctx_i = jax.jit(lambda v: sh.top_k(v, 5)[1])(xs)
         report[f"top_k_{data}x{model}"] = {
             "values_equal": bool(np.array_equal(values, ref_v)),
             "indices_equal": bool(np.array_equal(indices, ref_i)),
-            "gathers_full_d_sae": any(",64]" in line.split("=")[1].split("all-gather")[0]
-                                      for line in gathered),
-            "n_all_gathers": len(gathered),
+            "context_mesh_indices_equal": bool(np.array_equal(ctx_i, ref_i)),
+            "grad_diff": float(jnp.max(jnp.abs(jax.jit(grad_fn)(xs) - ref_g))),
+            "full_gathers": _full_gathers(jax.jit(fn).lower(xs).compile().as_text(), 64),
+            "n_all_gathers": jax.jit(fn).lower(xs).compile().as_text().count("all-gather("),
         }
 
 
+def _full_gathers(hlo: str, d_sae: int) -> list[str]:
+    """Collectives whose result is a ``[rows, d_sae]`` matrix (a gathered pre-activation)."""
+    found = re.findall(r"= ([a-z0-9]+\[[0-9]+,([0-9]+)\])[^ ]* (all-gather|all-reduce)", hlo)
+    return [f"{op} {shape}" for shape, last, op in found if int(last) == d_sae]
+
+
+def _step_hlo(cfg, state, x, mesh) -> str:
+    return make_train_step(cfg, TCFG, mesh=mesh).lower(state, x).compile().as_text()
+
+
+def _check_step_uses_sharded_top_k(report, state, x, mesh):
+    """The compiled TopK training step (AuxK included) never gathers ``[batch, d_sae]``; with
+    the sharded top-k swapped for ``lax.top_k`` the same check finds such gathers."""
+    cfg = CONFIGS["topk"]
+    report["step_full_gathers"] = _full_gathers(_step_hlo(cfg, state, x, mesh), cfg.d_sae)
+    sharded = sh.top_k
+    sh.top_k = jax.lax.top_k  # the call sites look it up on the module
+    make_train_step.cache_clear()
+    try:
+        report["step_full_gathers_with_lax_top_k"] = _full_gathers(
+            _step_hlo(cfg, state, x, mesh), cfg.d_sae)
+    finally:
+        sh.top_k = sharded
+        make_train_step.cache_clear()
+
+
 def main():
-    report = {"n_devices": jax.device_count()}
+    report = REPORT
+    report["n_devices"] = jax.device_count()
     _check_training(report)
     _check_sweep(report)
     _check_top_k(report)

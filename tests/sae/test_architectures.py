@@ -24,13 +24,13 @@ def make(arch, seed=0, **extra):
     cfg = sae.SAEConfig(arch, d_in=D_IN, d_sae=D_SAE, **{**KW[arch], **extra})
     params = sae.init(cfg, jax.random.key(seed))
     # Random biases/thresholds so the references exercise every term (init leaves them 0).
-    keys = jax.random.split(jax.random.key(seed + 100), len(params))
-    params = {name: value + 0.1 * jax.random.normal(k, value.shape)
+    rng = np.random.default_rng(seed + 100)
+    params = {name: value + 0.1 * jnp.asarray(rng.normal(size=value.shape), jnp.float32)
               if name.startswith("b_") or name in ("r_mag",) else value
-              for (name, value), k in zip(sorted(params.items()), keys)}
+              for name, value in sorted(params.items())}
     if arch == "jumprelu":
-        params["log_threshold"] = jnp.log(jax.random.uniform(jax.random.key(7), (D_SAE,), minval=0.05,
-                                                             maxval=0.4))
+        thresholds = np.random.default_rng(7).uniform(0.05, 0.4, D_SAE).astype(np.float32)
+        params["log_threshold"] = jnp.log(thresholds)
     if arch in ("batchtopk", "matryoshka"):
         params["threshold"] = jnp.asarray(0.2)
     return cfg, params
@@ -48,7 +48,8 @@ def grad_of(cfg, x, key="loss", **kw):
 
 
 def xs(n=10, seed=1, d=D_IN):
-    return jax.random.normal(jax.random.key(seed), (n, d))
+    # numpy data: each shape given to jax.random.normal compiles the PRNG (~0.5 s)
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(n, d)), jnp.float32)
 
 
 def np_params(params):
@@ -61,7 +62,8 @@ def enc_in(cfg, p, x):
 
 # ----------------------------------------------------------------------------- config
 def test_config_validation_messages():
-    with pytest.raises(ValueError, match="relu, topk, batchtopk, jumprelu, gated, matryoshka, switch"):
+    names = "relu, topk, batchtopk, jumprelu, gated, matryoshka, switch"
+    with pytest.raises(ValueError, match=names):
         sae.SAEConfig("sparse", d_in=4, d_sae=8)
     with pytest.raises(ValueError, match="needs k"):
         sae.SAEConfig("topk", d_in=4, d_sae=8)
@@ -222,7 +224,8 @@ def test_jumprelu_tanh_sparsity_matches_numpy():
     mse = np.mean(np.sum((xn - f @ p["W_dec"] - p["b_dec"]) ** 2, -1))
     penalty = np.mean(np.sum(np.tanh(4.0 * f), -1))
     value, metrics = loss(cfg, params, x)
-    np.testing.assert_allclose([metrics["l0_penalty"], value], [penalty, mse + 0.7 * penalty], rtol=1e-5)
+    np.testing.assert_allclose([metrics["l0_penalty"], value], [penalty, mse + 0.7 * penalty],
+                               rtol=1e-5)
     # Unlike the L0 step, the smooth penalty reaches the encoder bias of active latents.
     g = grad_of(cfg, x, "l0_penalty")(params)["b_enc"]
     expected = np.sum(4.0 * (1 - np.tanh(4.0 * f) ** 2) * (pre > theta), 0) / len(xn)
@@ -270,7 +273,8 @@ def test_jumprelu_target_l0_quadratic_matches_numpy():
     g = grad_of(cfg, x, "l0_penalty")(params)["log_threshold"]
     np.testing.assert_allclose(g, expected, rtol=1e-4, atol=1e-6)
     assert np.abs(expected).sum() > 0
-    for bad in ({"jumprelu_target_l0": 0.0}, {"jumprelu_target_l0": 4.0, "jumprelu_tanh_scale": 4.0}):
+    for bad in ({"jumprelu_target_l0": 0.0},
+                {"jumprelu_target_l0": 4.0, "jumprelu_tanh_scale": 4.0}):
         with pytest.raises(ValueError, match="jumprelu_target_l0"):
             sae.SAEConfig("jumprelu", d_in=D_IN, d_sae=D_SAE, **bad)
 
@@ -442,10 +446,14 @@ def test_relu_decoder_is_free():
 def test_switch_dispatch_matches_exact_path_and_drops_overflow():
     cfg_exact, params = make("switch")
     x = xs(12)
-    big = sae.SAEConfig("switch", d_in=D_IN, d_sae=D_SAE, k=K, n_experts=4, switch_capacity_factor=4.0)
+    big = sae.SAEConfig("switch", d_in=D_IN, d_sae=D_SAE, k=K, n_experts=4,
+                        switch_capacity_factor=4.0)
     # Capacity = batch: nothing dropped, so value and gradients equal the exact path.
-    (v_e, m_e), g_e = jax.jit(jax.value_and_grad(lambda q: sae.loss(cfg_exact, q, x), has_aux=True))(params)
-    (v_d, m_d), g_d = jax.jit(jax.value_and_grad(lambda q: sae.loss(big, q, x), has_aux=True))(params)
+    def value_and_grad(c):
+        return jax.jit(jax.value_and_grad(lambda q: sae.loss(c, q, x), has_aux=True))(params)
+
+    (v_e, m_e), g_e = value_and_grad(cfg_exact)
+    (v_d, m_d), g_d = value_and_grad(big)
     np.testing.assert_allclose(v_d, v_e, rtol=1e-5)
     assert float(m_d["dropped_fraction"]) == 0.0
     for name in params:
@@ -461,5 +469,6 @@ def test_switch_dispatch_matches_exact_path_and_drops_overflow():
     first = np.array([e not in expert[:i] for i, e in enumerate(expert)])
     np.testing.assert_array_equal(kept, first)
     assert np.all(np.asarray(values)[~first] == 0)
-    exact_values = np.asarray(jax.jit(switch.expert_topk, static_argnums=0)(cfg_exact, params, x)[0])
+    exact = jax.jit(switch.expert_topk, static_argnums=0)(cfg_exact, params, x)
+    exact_values = np.asarray(exact[0])
     np.testing.assert_allclose(np.asarray(values)[first], exact_values[first], rtol=1e-5)

@@ -26,10 +26,12 @@ CASES = {  # ours -> (SAELens architecture, extra cfg keys, tensor name -> shape
                                  "b_dec": (D_IN,)}),
     "topk": ("topk", {"k", "rescale_acts_by_decoder_norm"},
              {"W_enc": (D_IN, D_SAE), "b_enc": (D_SAE,), "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,)}),
-    "jumprelu": ("jumprelu", set(), {"W_enc": (D_IN, D_SAE), "b_enc": (D_SAE,), "W_dec": (D_SAE, D_IN),
-                                     "b_dec": (D_IN,), "threshold": (D_SAE,)}),
+    "jumprelu": ("jumprelu", set(), {"W_enc": (D_IN, D_SAE), "b_enc": (D_SAE,),
+                                     "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,),
+                                     "threshold": (D_SAE,)}),
     "batchtopk": ("jumprelu", set(), {"W_enc": (D_IN, D_SAE), "b_enc": (D_SAE,),
-                                      "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,), "threshold": (D_SAE,)}),
+                                      "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,),
+                                      "threshold": (D_SAE,)}),
     "gated": ("gated", set(), {"W_enc": (D_IN, D_SAE), "b_gate": (D_SAE,), "r_mag": (D_SAE,),
                                "b_mag": (D_SAE,), "W_dec": (D_SAE, D_IN), "b_dec": (D_IN,)}),
 }
@@ -40,8 +42,9 @@ KW = {"topk": {"k": 3}, "batchtopk": {"k": 3}, "matryoshka": {"k": 3, "matryoshk
 def make(arch, **extra):
     cfg = sae.SAEConfig(arch, d_in=D_IN, d_sae=D_SAE, **{**KW.get(arch, {}), **extra})
     params = sae.init(cfg, jax.random.key(0))
-    params = {k: v + 0.05 * jax.random.normal(jax.random.key(i), v.shape) if v.ndim < 2 else v
-              for i, (k, v) in enumerate(params.items())}
+    rng = np.random.default_rng(0)  # numpy: jax.random compiles the PRNG per shape (~0.5 s)
+    params = {k: v + 0.05 * jnp.asarray(rng.normal(size=v.shape), jnp.float32) if v.ndim < 2
+              else v for k, v in params.items()}
     if arch == "jumprelu":
         params["log_threshold"] = jnp.log(jnp.linspace(0.05, 0.3, D_SAE))
     if arch in ("batchtopk", "matryoshka"):
@@ -49,7 +52,7 @@ def make(arch, **extra):
     return cfg, params
 
 
-X = jax.random.normal(jax.random.key(3), (5, D_IN))
+X = jnp.asarray(np.random.default_rng(3).normal(size=(5, D_IN)), jnp.float32)
 
 
 @pytest.mark.parametrize("arch", list(CASES))
@@ -61,7 +64,8 @@ def test_written_layout_matches_saelens(arch, tmp_path):
     assert set(raw) == BASE_KEYS | extra_keys and raw["architecture"] == name
     assert raw["metadata"]["sae_lens_version"] == "6.54.12"
     assert raw["metadata"]["hook_name"] == "blocks.3.hook_resid_post"
-    assert raw["apply_b_dec_to_input"] == cfg.subtract_b_dec and raw["normalize_activations"] == "none"
+    assert raw["apply_b_dec_to_input"] == cfg.subtract_b_dec
+    assert raw["normalize_activations"] == "none"
     tensors = load_file(str(tmp_path / "sae_weights.safetensors"))
     assert {k: v.shape for k, v in tensors.items()} == shapes
     if arch == "jumprelu":
@@ -146,10 +150,12 @@ def test_bad_files_give_clear_errors(tmp_path):
     t = rand_tensors(W_enc=(D_IN, D_SAE), b_enc=(D_SAE,), W_dec=(D_SAE, D_IN), b_dec=(D_IN,))
     with pytest.raises(FileNotFoundError, match="cfg.json"):
         io.load_saelens(tmp_path / "nothing")
-    _write_foreign(tmp_path / "a", foreign_cfg("standard"), {k: v for k, v in t.items() if k != "b_enc"})
+    without_b_enc = {k: v for k, v in t.items() if k != "b_enc"}
+    _write_foreign(tmp_path / "a", foreign_cfg("standard"), without_b_enc)
     with pytest.raises(ValueError, match=r"missing \['b_enc'\]"):
         io.load_saelens(tmp_path / "a")
-    _write_foreign(tmp_path / "b", foreign_cfg("standard"), dict(t, W_dec=np.zeros((D_SAE, D_IN + 1))))
+    wide_w_dec = dict(t, W_dec=np.zeros((D_SAE, D_IN + 1)))
+    _write_foreign(tmp_path / "b", foreign_cfg("standard"), wide_w_dec)
     with pytest.raises(ValueError, match=r"W_dec.*\(16, 7\).*\(16, 6\)"):
         io.load_saelens(tmp_path / "b")
     _write_foreign(tmp_path / "c", foreign_cfg("temporal"), t)
@@ -168,7 +174,8 @@ def test_gemma_scope_npz(tmp_path):
     t["threshold"] = np.full(D_SAE, 0.2, np.float32)
     np.savez(tmp_path / "params.npz", **t)
     cfg, params = io.load_gemma_scope(tmp_path)
-    assert (cfg.architecture, cfg.d_in, cfg.d_sae, cfg.subtract_b_dec) == ("jumprelu", D_IN, D_SAE, False)
+    got = (cfg.architecture, cfg.d_in, cfg.d_sae, cfg.subtract_b_dec)
+    assert got == ("jumprelu", D_IN, D_SAE, False)
     pre = np.asarray(X) @ t["W_enc"] + t["b_enc"]
     x_hat_ref = np.where(pre > 0.2, pre, 0) @ t["W_dec"] + t["b_dec"]
     np.testing.assert_allclose(sae.forward(cfg, params, X)[0], x_hat_ref, rtol=1e-5, atol=1e-5)

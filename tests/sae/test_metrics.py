@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jaxtyping import TypeCheckError
 
 from jinterp.sae import metrics
 
@@ -93,5 +94,9 @@ def test_saelens_formula_overstates_explained_variance_with_large_mean():
 
 
 def test_shape_mismatch_error():
-    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+    # Different widths: the signature's shared ``d`` catches it under the test's jaxtyping
+    # checks, the function's own check without them; both errors name the two shapes.
+    with pytest.raises((ValueError, TypeCheckError), match=r"2, ?3.*2, ?4"):
         metrics.mse(jnp.zeros((2, 3)), jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 3\)"):  # token axes differ
+        metrics.mse(jnp.zeros((2, 3)), jnp.zeros((3, 3)))

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec
+from jax.sharding import AbstractMesh, PartitionSpec
 
+from jinterp import sharding as table
 from jinterp.sae import sharding as sh
 from jinterp.sae.config import SAEConfig
 from jinterp.sae.train_step import train_state
@@ -59,28 +60,36 @@ def test_sweep_on_mesh_equals_single_device(report):
 @pytest.mark.parametrize("mesh", ["4x2", "2x4"])
 def test_sharded_top_k_is_exact_and_gathers_only_candidates(report, mesh):
     r = report[f"top_k_{mesh}"]
-    assert r["values_equal"] and r["indices_equal"]
-    assert r["n_all_gathers"] > 0 and not r["gathers_full_d_sae"]
+    assert r["values_equal"] and r["indices_equal"] and r["context_mesh_indices_equal"], r
+    assert r["grad_diff"] == 0.0, r
+    assert r["n_all_gathers"] > 0 and not r["full_gathers"], r
 
 
-def test_logical_rules_and_divisibility_error():
+def test_topk_training_step_uses_the_sharded_top_k(report):
+    """Evidence that the architectures call it: the compiled TopK step (AuxK included) has no
+    collective producing a [batch, d_sae] matrix, while the same step built with lax.top_k
+    all-gathers the pre-activations (so the check can fail)."""
+    assert report["step_full_gathers"] == [], report["step_full_gathers"]
+    assert report["step_full_gathers_with_lax_top_k"], "the negative control found no gather"
+
+
+def test_sae_specs_come_from_the_core_table_and_divisibility_error():
     mesh = sh.make_mesh(1, 1)
-    assert sh.logical_to_spec(("batch", "d_in"), mesh) == PartitionSpec("data", None)
-    assert sh.logical_to_spec(("d_in", "d_sae"), mesh) == PartitionSpec(None, "model")
+    assert sh.make_mesh is table.make_mesh  # one mesh constructor, re-exported
+    assert sh.batch_sharding(mesh).spec == PartitionSpec("data", None)
+    assert sh.batch_sharding(mesh, 3).spec == PartitionSpec(None, "data", None)
     cfg = SAEConfig("relu", d_in=4, d_sae=6)
     state = train_state(cfg, 0, lr=1e-3)
     specs = sh.state_shardings(state, mesh)
+    assert specs.params["W_enc"].spec == PartitionSpec(None, "model")
     assert specs.params["W_dec"].spec == PartitionSpec("model", None)
+    assert specs.opt_state.mu["W_dec"].spec == PartitionSpec("model", None)
     assert specs.steps_since_fired.spec == PartitionSpec("model")
     assert specs.step.spec == PartitionSpec()
 
-    class FakeMesh:  # a 4-way model axis without needing 4 devices
-        axis_names = ("data", "model")
-        shape = {"data": 1, "model": 4}
-
-    with pytest.raises(ValueError, match=r"size 6 is split over mesh axis 'model' of size 4"):
-        sh._check_divisible((jax.tree_util.DictKey("W_enc"),), jnp.zeros((4, 6)),
-                            PartitionSpec(None, "model"), FakeMesh())
+    with pytest.raises(ValueError, match=r"W_enc.*'d_sae' of size 6 is split over mesh axis "
+                                         r"'model' of size 4.*Use a mesh"):
+        sh.state_shardings({"W_enc": jnp.zeros((4, 6))}, AbstractMesh((1, 4), ("data", "model")))
     with pytest.raises(ValueError, match="needs 16 devices"):
         sh.make_mesh(4, 4, devices=jax.devices()[:1])
     x = jnp.arange(12.0).reshape(3, 4)

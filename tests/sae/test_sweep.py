@@ -9,7 +9,13 @@ import pytest
 
 from jinterp.sae.config import SAEConfig
 from jinterp.sae.schedule import TrainConfig
-from jinterp.sae.sweep import instance_state, make_sweep_loop, make_sweep_step, plan_sweep, sweep_state
+from jinterp.sae.sweep import (
+    instance_state,
+    make_sweep_loop,
+    make_sweep_step,
+    plan_sweep,
+    sweep_state,
+)
 from jinterp.sae.train_step import make_train_loop, train_state
 
 D_IN, D_SAE = 8, 32
@@ -24,7 +30,8 @@ LRS = [1e-2, 5e-3, 2e-2, 1e-2, 3e-3]
 
 
 def _batches(n=4, batch=16):
-    return jax.random.normal(jax.random.PRNGKey(9), (n, batch, D_IN)) * 2 + 0.3
+    x = np.random.default_rng(9).normal(size=(n, batch, D_IN)) * 2 + 0.3  # numpy: no PRNG compile
+    return jnp.asarray(x, jnp.float32)
 
 
 def test_plan_groups_by_static_fields_only():
@@ -55,7 +62,8 @@ def test_vmapped_sweep_equals_one_by_one_runs():
     # each instance's L1 coefficient is its penalty multiplier (warm-up finished at step 3)
     np.testing.assert_allclose(metrics["penalty_scale"][-1, :3], [0.1, 1.0, 3.0], rtol=1e-6)
     penalty = metrics["loss"][-1, :3] - metrics["mse"][-1, :3]
-    np.testing.assert_allclose(penalty, np.array([0.1, 1.0, 3.0]) * metrics["l1"][-1, :3], rtol=1e-4)
+    np.testing.assert_allclose(penalty, np.array([0.1, 1.0, 3.0]) * metrics["l1"][-1, :3],
+                               rtol=1e-4)
 
 
 def test_sweep_step_equals_scanned_sweep():

@@ -20,20 +20,24 @@ def slot_path(request, monkeypatch):
 
 
 def rand(seed, shape):
-    return jax.random.normal(jax.random.key(seed), shape)
+    # numpy data: each shape given to jax.random.normal compiles the PRNG (~0.5 s)
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
 
 
 @pytest.mark.usefixtures("slot_path")
 def test_sparse_decode_matches_dense_value_and_grads():
     vals = rand(0, (B, K))
-    idx = jax.vmap(lambda k: jax.random.permutation(k, D_SAE)[:K])(jax.random.split(jax.random.key(1), B))
+    rng = np.random.default_rng(1)
+    idx = jnp.asarray(np.stack([rng.permutation(D_SAE)[:K] for _ in range(B)]))  # [B, K]
     w = rand(2, (D_SAE, D))
     cot = rand(3, (B, D))
 
     def obj(fn):
-        return jax.jit(jax.value_and_grad(lambda v, w: jnp.sum(fn(v, idx, w) * cot), argnums=(0, 1)))
+        objective = lambda v, w: jnp.sum(fn(v, idx, w) * cot)
+        return jax.jit(jax.value_and_grad(objective, argnums=(0, 1)))
 
-    (v_s, (gv_s, gw_s)), (v_d, (gv_d, gw_d)) = obj(topk.sparse_decode)(vals, w), obj(topk.dense_decode)(vals, w)
+    v_s, (gv_s, gw_s) = obj(topk.sparse_decode)(vals, w)
+    v_d, (gv_d, gw_d) = obj(topk.dense_decode)(vals, w)
     np.testing.assert_allclose(v_s, v_d, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gv_s, gv_d, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gw_s, gw_d, rtol=1e-5, atol=1e-5)
@@ -51,10 +55,10 @@ def test_topk_encode_matches_dense_value_and_grads(with_aux):
     cot = rand(7, (B, width))
 
     def dense(x, w, b):
-        pre = x @ w + b
+        pre = x @ w + b[None, :]
         v, i = jax.lax.top_k(pre, K)
         if with_aux:
-            va, ia = jax.lax.top_k(jnp.where(mask, pre, -jnp.inf), n_aux)
+            va, ia = jax.lax.top_k(jnp.where(mask[None, :], pre, -jnp.inf), n_aux)
             v, i = jnp.concatenate([v, va], -1), jnp.concatenate([i, ia], -1)
         return v, i
 
@@ -74,12 +78,12 @@ def test_topk_encode_matches_dense_value_and_grads(with_aux):
 
 def _dense_topk_loss(cfg, params, x, dead):
     """The obvious TopK + AuxK loss: dense codes, dense matmuls, autodiff through top_k."""
-    pre = (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
+    pre = (x - params["b_dec"][None, :]) @ params["W_enc"] + params["b_enc"][None, :]
     v, i = jax.lax.top_k(pre, cfg.k)
     f = jnp.zeros_like(pre).at[jnp.arange(x.shape[0])[:, None], i].set(jax.nn.relu(v))
-    x_hat = f @ params["W_dec"] + params["b_dec"]
+    x_hat = f @ params["W_dec"] + params["b_dec"][None, :]
     mse = jnp.mean(jnp.sum((x - x_hat) ** 2, -1))
-    va, ia = jax.lax.top_k(jnp.where(dead, pre, -jnp.inf), cfg.aux_k_effective)
+    va, ia = jax.lax.top_k(jnp.where(dead[None, :], pre, -jnp.inf), cfg.aux_k_effective)
     z = jnp.zeros_like(pre).at[jnp.arange(x.shape[0])[:, None], ia].set(jax.nn.relu(va))
     e = jax.lax.stop_gradient(x - x_hat)
     aux = jnp.mean(jnp.sum((e - z @ params["W_dec"]) ** 2, -1))
@@ -112,8 +116,8 @@ def test_sparse_paths_contain_no_dense_matmul_over_d_sae():
                   ).lower(vals, w).as_text()
     assert f"{b}x{d_sae}" not in hlo
     x, w_enc, b_enc = jnp.ones((b, d)), jnp.ones((d, d_sae)), jnp.zeros(d_sae)
-    hlo = jax.jit(jax.grad(lambda x, w: jnp.sum(topk.topk_encode(x, w, b_enc, k)[0]), argnums=(0, 1))
-                  ).lower(x, w_enc).as_text()
+    objective = lambda x, w: jnp.sum(topk.topk_encode(x, w, b_enc, k)[0])
+    hlo = jax.jit(jax.grad(objective, argnums=(0, 1))).lower(x, w_enc).as_text()
     # The forward has one [b, d_sae] pre-activation; no other matmul may touch a [b, d_sae] array.
     dots = [line for line in hlo.splitlines() if "dot_general" in line]
     assert len(dots) == 1 and f"tensor<{b}x{d_sae}x" in dots[0]  # the forward x @ W_enc only

@@ -15,8 +15,8 @@ from jinterp.sae import architectures as arch
 from jinterp.sae.config import LossContext, SAEConfig
 from jinterp.sae.data import ArraySource, IteratorSource, as_source
 from jinterp.sae.schedule import TrainConfig, lr_factor, penalty_factor
-from jinterp.sae.trainer import fold_norm_scale, geometric_median, train
 from jinterp.sae.train_step import make_train_loop, make_train_step, train_state
+from jinterp.sae.trainer import fold_norm_scale, geometric_median, train
 
 D_IN, D_SAE = 8, 32
 
@@ -34,7 +34,8 @@ ALL_CONFIGS = {
 
 
 def _batches(n, batch=16, seed=0):
-    return jax.random.normal(jax.random.PRNGKey(seed), (n, batch, D_IN)) + 0.5
+    x = np.random.default_rng(seed).normal(size=(n, batch, D_IN)) + 0.5  # numpy: no PRNG compile
+    return jnp.asarray(x, jnp.float32)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -72,9 +73,12 @@ def _reference_run(cfg, tcfg, params, xs, lr, b1=0.9, b2=0.999, eps=1e-8):
         mu = jax.tree.map(lambda m, gi: b1 * m + (1 - b1) * gi, mu, g)
         nu = jax.tree.map(lambda v, gi: b2 * v + (1 - b2) * gi * gi, nu, g)
         step_lr = lr * min((t + 1) / tcfg.lr_warmup_steps, 1.0)
-        params = jax.tree.map(
-            lambda p, m, v: p - step_lr * (m / (1 - b1 ** (t + 1)))
-            / (np.sqrt(v / (1 - b2 ** (t + 1))) + eps), params, mu, nu)
+        c1, c2 = 1 - b1 ** (t + 1), 1 - b2 ** (t + 1)  # Adam's bias corrections
+
+        def adam(p, m, v, step_lr=step_lr, c1=c1, c2=c2):
+            return p - step_lr * (m / c1) / (np.sqrt(v / c2) + eps)
+
+        params = jax.tree.map(adam, params, mu, nu)
         params = jax.tree.map(np.asarray, arch.after_update(cfg, params, metrics))
         since = np.where(np.asarray(metrics["fired"]), 0, since + 1)
         losses.append(float(value))
@@ -168,7 +172,7 @@ def test_transcoder_step_uses_target():
 def test_geometric_median_is_the_median_in_1d_and_optimal_in_nd():
     x1 = np.array([[0.0], [1.0], [2.0], [10.0], [100.0]], np.float32)
     assert float(geometric_median(x1, 500)[0]) == pytest.approx(2.0, abs=1e-3)
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (200, 5))) ** 3
+    x = np.random.default_rng(3).normal(size=(200, 5)).astype(np.float32) ** 3
     y = np.asarray(geometric_median(x, 500))
     unit = (x - y) / np.linalg.norm(x - y, axis=-1, keepdims=True)
     assert np.linalg.norm(unit.sum(0)) < 1e-2 * len(x)  # sub-gradient condition
@@ -242,7 +246,7 @@ def _train(out_dir, steps, data, **kw):
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
-    data = np.asarray(jax.random.normal(jax.random.PRNGKey(5), (300, D_IN))) * 4 + 1
+    data = (np.random.default_rng(5).normal(size=(300, D_IN)) * 4 + 1).astype(np.float32)
     kw = dict(checkpoint_every=4, steps_per_call=2)
     full = _train(tmp_path / "full", 12, data, **kw)
     _train(tmp_path / "cut", 8, data, **kw)  # "crashes" after step 8
@@ -259,7 +263,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
 
 
 def test_train_normalises_inits_b_dec_and_folds(tmp_path):
-    data = np.asarray(jax.random.normal(jax.random.PRNGKey(6), (256, D_IN))) * 5 + 3
+    data = (np.random.default_rng(6).normal(size=(256, D_IN)) * 5 + 3).astype(np.float32)
     result = _train(None, 12, data, init_batches=2)
     sample = np.concatenate(list(zip(*zip(range(2), ArraySource(data, 16, seed=4).batches(0))))[1])
     scale = np.sqrt(D_IN / np.mean(np.sum(sample.astype(np.float64) ** 2, -1)))

@@ -13,13 +13,23 @@ from __future__ import annotations
 from types import ModuleType
 
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from jinterp.sae.architectures import (batchtopk, common, gated, jumprelu, matryoshka, relu,
-                                       switch, topk)
+from jinterp.sae.architectures import (
+    batchtopk,
+    common,
+    gated,
+    jumprelu,
+    matryoshka,
+    relu,
+    switch,
+    topk,
+)
 from jinterp.sae.config import Architecture, LossContext, SAEConfig
 
 Params = common.Params
+ArrayIn = common.ArrayIn
 Metrics = common.Metrics
 
 REGISTRY: dict[Architecture, ModuleType] = {
@@ -62,27 +72,29 @@ def check_params(cfg: SAEConfig, params: Params) -> None:
                              f"{shape} for {cfg}.")
 
 
-def encode(cfg: SAEConfig, params: Params, x: Float[Array, "... d_in"]) -> Float[Array, "... d_sae"]:
+def encode(cfg: SAEConfig, params: Params,
+           x: Float[ArrayIn, "... d_in"]) -> Float[Array, "... d_sae"]:
     """Latents with inference semantics (BatchTopK family: global threshold; Switch: argmax
     expert, latents scaled by the router probability)."""
     flat = common.flatten_tokens("x", x, cfg.d_in)
     return _module(cfg).encode(cfg, params, flat).reshape(*x.shape[:-1], cfg.d_sae)
 
 
-def decode(cfg: SAEConfig, params: Params, f: Float[Array, "... d_sae"]) -> Float[Array, "... d_target"]:
+def decode(cfg: SAEConfig, params: Params,
+           f: Float[ArrayIn, "... d_sae"]) -> Float[Array, "... d_target"]:
     """``x_hat = f W_dec + b_dec`` (shared by every architecture)."""
     common.check_last_dim("f", f, cfg.d_sae)
-    return common.linear_decode(params, f)
+    return common.linear_decode(params, jnp.asarray(f))
 
 
-def forward(cfg: SAEConfig, params: Params, x: Float[Array, "... d_in"]):
+def forward(cfg: SAEConfig, params: Params, x: Float[ArrayIn, "... d_in"]):
     """``(x_hat, f)`` with inference semantics."""
     f = encode(cfg, params, x)
     return decode(cfg, params, f), f
 
 
-def loss(cfg: SAEConfig, params: Params, x: Float[Array, "... d_in"], *,
-         target: Float[Array, "... d_target"] | None = None,
+def loss(cfg: SAEConfig, params: Params, x: Float[ArrayIn, "... d_in"], *,
+         target: Float[ArrayIn, "... d_target"] | None = None,
          ctx: LossContext | None = None) -> tuple[Array, Metrics]:
     """Training loss and a flat dict of scalar metrics plus ``fired`` (bool ``[d_sae]``).
 

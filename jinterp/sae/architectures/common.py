@@ -12,27 +12,39 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
+from jinterp.sae import sharding
 from jinterp.sae.config import LossContext, SAEConfig
 from jinterp.sae.topk import sparse_decode
 
-Params = dict[str, Array]
+# Inputs of the public functions may be numpy arrays too (memmapped activations, params that
+# were saved, loaded or fetched to the host); results are jax arrays.
+ArrayIn = Array | np.ndarray
+# SAE parameters by SAELens name.
+Params = dict[str, ArrayIn]
 Metrics = dict[str, Array]
 
 
 # ----------------------------------------------------------------------------- shapes
-def check_last_dim(name: str, x: Array, expected: int) -> None:
+def check_last_dim(name: str, x: ArrayIn, expected: int) -> None:
     """Raise a ValueError naming both shapes when ``x``'s last axis is not ``expected``."""
     if x.ndim == 0 or x.shape[-1] != expected:
         raise ValueError(f"{name} has shape {tuple(x.shape)} but its last axis must be {expected} "
                          f"(shape [..., {expected}]).")
 
 
-def flatten_tokens(name: str, x: Array, width: int) -> Float[Array, "batch d"]:
+def flatten_tokens(name: str, x: ArrayIn, width: int) -> Float[Array, "batch d"]:
     """Collapse all leading axes into one token axis after checking the width."""
     check_last_dim(name, x, width)
-    return x.reshape(-1, width)
+    return jnp.asarray(x).reshape(-1, width)
+
+
+def lead(v: ArrayIn, ndim: int) -> Array:
+    """``v`` with size-1 leading axes up to rank ``ndim``: a bias ``[d]`` against activations
+    ``[..., d]``, broadcast explicitly (implicit rank promotion raises under the tests)."""
+    return jnp.expand_dims(v, tuple(range(ndim - v.ndim)))
 
 
 # ----------------------------------------------------------------------------- init
@@ -47,9 +59,9 @@ def init_linear(cfg: SAEConfig, key: jax.Array) -> Params:
     """
     dtype = cfg.param_dtype
     k_dec, k_enc = jax.random.split(key)
-    w_dec = _random_rows(k_dec, cfg.d_sae, cfg.d_target) * cfg.decoder_init_norm  # [d_sae, d_target]
+    w_dec = _random_rows(k_dec, cfg.d_sae, cfg.d_target) * cfg.decoder_init_norm  # [d_sae, d_t]
     if cfg.is_transcoder:
-        w_enc = (_random_rows(k_enc, cfg.d_sae, cfg.d_in) * cfg.decoder_init_norm).T  # [d_in, d_sae]
+        w_enc = (_random_rows(k_enc, cfg.d_sae, cfg.d_in) * cfg.decoder_init_norm).T  # [d_in, d]
     else:
         w_enc = w_dec.T
     return {
@@ -68,22 +80,25 @@ def _random_rows(key: jax.Array, n: int, d: int) -> Float[Array, "n d"]:
 # ----------------------------------------------------------------------------- encoder / decoder
 def encoder_input(cfg: SAEConfig, params: Params, x: Float[Array, "... d_in"]) -> Array:
     """``x - b_dec`` for architectures that centre on the decoder bias (Gao's b_pre), else x."""
-    return x - params["b_dec"] if cfg.subtract_b_dec else x
+    return x - lead(params["b_dec"], x.ndim) if cfg.subtract_b_dec else x
 
 
 def pre_activations(cfg: SAEConfig, params: Params,
                     x: Float[Array, "... d_in"]) -> Float[Array, "... d_sae"]:
     """Encoder pre-activations ``pi(x) = W_enc^T (x [- b_dec]) + b_enc``."""
-    return encoder_input(cfg, params, x) @ params["W_enc"] + params["b_enc"]  # [..., d_sae]
+    h = encoder_input(cfg, params, x) @ params["W_enc"]  # [..., d_sae]
+    return h + lead(params["b_enc"], h.ndim)
 
 
 def linear_decode(params: Params, f: Float[Array, "... d_sae"]) -> Float[Array, "... d_target"]:
     """``x_hat = f W_dec + b_dec``; every architecture shares this decoder."""
-    return f @ params["W_dec"] + params["b_dec"]  # [..., d_target]
+    x_hat = f @ params["W_dec"]  # [..., d_target]
+    return x_hat + lead(params["b_dec"], x_hat.ndim)
 
 
 # ----------------------------------------------------------------------------- losses
-def sum_sq_error(x_hat: Float[Array, "batch d"], target: Float[Array, "batch d"]) -> Float[Array, ""]:
+def sum_sq_error(x_hat: Float[Array, "batch d"],
+                 target: Float[Array, "batch d"]) -> Float[Array, ""]:
     """``E_tokens ||target - x_hat||^2`` (summed over dimensions, as SAELens and the papers)."""
     return jnp.mean(jnp.sum(jnp.square(target - x_hat), axis=-1))
 
@@ -107,8 +122,8 @@ def aux_k_loss(cfg: SAEConfig, params: Params, pre: Float[Array, "batch d_sae"],
     if dead_mask is None:
         return jnp.zeros((), jnp.float32)
     k_aux = cfg.aux_k_effective
-    masked = jnp.where(dead_mask, pre, -jnp.inf)  # [batch, d_sae]
-    vals, idx = jax.lax.top_k(masked, k_aux)  # [batch, k_aux]
+    masked = jnp.where(dead_mask[None, :], pre, -jnp.inf)  # [batch, d_sae]
+    vals, idx = sharding.top_k(masked, k_aux)  # [batch, k_aux]
     vals = jnp.where(jnp.isfinite(vals), jax.nn.relu(vals), 0.0)
     e_hat = sparse_decode(vals, idx, params["W_dec"])  # [batch, d_target]
     loss = sum_sq_error(e_hat, jax.lax.stop_gradient(residual))
@@ -125,8 +140,8 @@ def dead_pre_act_loss(pre: Float[Array, "batch d_sae"], threshold: Float[Array, 
     """
     if dead_mask is None:
         return jnp.zeros((), jnp.float32)
-    gap = jax.nn.relu(threshold - pre)  # [batch, d_sae]
-    return jnp.mean(jnp.sum(jnp.where(dead_mask, gap, 0.0), axis=-1))
+    gap = jax.nn.relu(lead(jnp.asarray(threshold), pre.ndim) - pre)  # [batch, d_sae]
+    return jnp.mean(jnp.sum(jnp.where(dead_mask[None, :], gap, 0.0), axis=-1))
 
 
 def fired(f: Float[Array, "batch d_sae"]) -> Bool[Array, " d_sae"]:
@@ -142,7 +157,7 @@ def context(ctx: LossContext | None) -> LossContext:
     return LossContext() if ctx is None else ctx
 
 
-def resolve_target(cfg: SAEConfig, x: Array, target: Array | None) -> Array:
+def resolve_target(cfg: SAEConfig, x: ArrayIn, target: ArrayIn | None) -> Array:
     """Flattened reconstruction target: x for an SAE, the given target for a transcoder."""
     if target is None:
         if cfg.is_transcoder:
@@ -164,8 +179,8 @@ def finish_metrics(loss: Array, mse: Array, f: Array, **terms: Any) -> tuple[Arr
 
 
 # ----------------------------------------------------------------------------- constraints
-def remove_parallel_component(w_dec: Float[Array, "d_sae d"],
-                              g: Float[Array, "d_sae d"]) -> Float[Array, "d_sae d"]:
+def remove_parallel_component(w_dec: Float[Array | np.ndarray, "d_sae d"],
+                              g: Float[Array | np.ndarray, "d_sae d"]) -> Float[Array, "d_sae d"]:
     """Project each decoder-row gradient onto the tangent space of the unit sphere.
 
     With unit-norm rows the component of the gradient along the row only changes the norm,
@@ -177,7 +192,7 @@ def remove_parallel_component(w_dec: Float[Array, "d_sae d"],
     return g - parallel * unit
 
 
-def normalize_rows(w: Float[Array, "d_sae d"]) -> Float[Array, "d_sae d"]:
+def normalize_rows(w: Float[Array | np.ndarray, "d_sae d"]) -> Float[Array, "d_sae d"]:
     return w / jnp.maximum(jnp.linalg.norm(w, axis=-1, keepdims=True), 1e-12)
 
 

@@ -39,7 +39,8 @@ def init(cfg: SAEConfig, key: jax.Array) -> common.Params:
 def gate_and_magnitude(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"]):
     """The two pre-activations ``(pi_gate, pi_mag)``, each ``[batch, d_sae]``."""
     h = common.encoder_input(cfg, params, x) @ params["W_enc"]  # [batch, d_sae]
-    return h + params["b_gate"], h * jnp.exp(params["r_mag"]) + params["b_mag"]
+    return (h + params["b_gate"][None, :],
+            h * jnp.exp(params["r_mag"])[None, :] + params["b_mag"][None, :])
 
 
 def encode(cfg: SAEConfig, params: common.Params,

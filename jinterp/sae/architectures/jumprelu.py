@@ -58,7 +58,7 @@ def rectangle(u: Array) -> Array:
 def jumprelu(pre: Array, threshold: Array, bandwidth: float, ste_to_input: bool = False) -> Array:
     """``pre * H(pre - threshold)`` with the STE pseudo-derivative for ``threshold`` (and for
     ``pre`` too when ``ste_to_input``)."""
-    return pre * (pre > threshold)
+    return pre * (pre > common.lead(threshold, pre.ndim))
 
 
 def _jumprelu_fwd(pre, threshold, bandwidth, ste_to_input):
@@ -67,8 +67,9 @@ def _jumprelu_fwd(pre, threshold, bandwidth, ste_to_input):
 
 def _jumprelu_bwd(bandwidth, ste_to_input, res, g):
     pre, threshold = res
-    ste = (threshold / bandwidth) * rectangle((pre - threshold) / bandwidth) * g
-    d_pre = g * (pre > threshold) + (ste if ste_to_input else 0.0)
+    t = common.lead(threshold, pre.ndim)
+    ste = (t / bandwidth) * rectangle((pre - t) / bandwidth) * g
+    d_pre = g * (pre > t) + (ste if ste_to_input else 0.0)
     return d_pre, _sum_to_shape(-ste, threshold.shape)
 
 
@@ -79,7 +80,7 @@ jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
 def step(pre: Array, threshold: Array, bandwidth: float, ste_to_input: bool = False) -> Array:
     """Heaviside ``H(pre - threshold)`` with the STE pseudo-derivative for ``threshold`` (and
     for ``pre`` too when ``ste_to_input``)."""
-    return (pre > threshold).astype(pre.dtype)
+    return (pre > common.lead(threshold, pre.ndim)).astype(pre.dtype)
 
 
 def _step_fwd(pre, threshold, bandwidth, ste_to_input):
@@ -88,7 +89,7 @@ def _step_fwd(pre, threshold, bandwidth, ste_to_input):
 
 def _step_bwd(bandwidth, ste_to_input, res, g):
     pre, threshold = res
-    ste = (1.0 / bandwidth) * rectangle((pre - threshold) / bandwidth) * g
+    ste = (1.0 / bandwidth) * rectangle((pre - common.lead(threshold, pre.ndim)) / bandwidth) * g
     d_pre = ste if ste_to_input else jnp.zeros_like(pre)
     return d_pre, _sum_to_shape(-ste, threshold.shape)
 
@@ -108,7 +109,7 @@ def threshold(params: common.Params) -> Float[Array, " d_sae"]:
 def encode(cfg: SAEConfig, params: common.Params,
            x: Float[Array, "batch d_in"]) -> Float[Array, "batch d_sae"]:
     pre = common.pre_activations(cfg, params, x)
-    return jnp.where(pre > threshold(params), pre, 0.0)
+    return jnp.where(pre > threshold(params)[None, :], pre, 0.0)
 
 
 def loss(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"],

@@ -27,20 +27,22 @@ encode = batchtopk.encode
 after_update = batchtopk.after_update
 
 
-def prefix_reconstructions(cfg: SAEConfig, params: common.Params,
-                           f: Float[Array, "batch d_sae"]) -> Float[Array, "n_prefix batch d_target"]:
+def prefix_reconstructions(cfg: SAEConfig, params: common.Params, f: Float[Array, "batch d_sae"]
+                           ) -> Float[Array, "n_prefix batch d_target"]:
     """``x_hat`` using only the first ``m_j`` latents, for every width of the config."""
     bounds = (0,) + cfg.matryoshka_widths
     parts = [f[:, lo:hi] @ params["W_dec"][lo:hi]  # [batch, d_target] per segment
              for lo, hi in zip(bounds[:-1], bounds[1:])]
-    return jnp.cumsum(jnp.stack(parts), axis=0) + params["b_dec"]  # [n_prefix, batch, d_target]
+    prefixes = jnp.cumsum(jnp.stack(parts), axis=0)  # [n_prefix, batch, d_target]
+    return prefixes + params["b_dec"][None, None, :]
 
 
 def loss(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"],
          target: Float[Array, "batch d_target"], ctx: LossContext):
     pre, f = batchtopk.train_latents(cfg, params, x)
     x_hats = prefix_reconstructions(cfg, params, f)
-    prefix_mse = jnp.mean(jnp.sum(jnp.square(target - x_hats), axis=-1), axis=-1)  # [n_prefix]
+    sq_err = jnp.sum(jnp.square(target[None] - x_hats), axis=-1)  # [n_prefix, batch]
+    prefix_mse = jnp.mean(sq_err, axis=-1)  # [n_prefix]
     aux = common.aux_k_loss(cfg, params, pre, target - x_hats[-1], ctx.dead_mask)
     total = jnp.sum(prefix_mse) + cfg.aux_k_coefficient * aux
     return common.finish_metrics(total, prefix_mse[-1], f, aux_k=aux,

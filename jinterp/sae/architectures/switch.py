@@ -46,7 +46,8 @@ from jinterp.sae.config import LossContext, SAEConfig
 
 def init(cfg: SAEConfig, key: jax.Array) -> common.Params:
     k_lin, k_router = jax.random.split(key)
-    w_router = jax.random.normal(k_router, (cfg.d_in, cfg.n_experts), jnp.float32) / jnp.sqrt(cfg.d_in)
+    w_router = jax.random.normal(k_router, (cfg.d_in, cfg.n_experts), jnp.float32)
+    w_router = w_router / jnp.sqrt(cfg.d_in)  # [d_in, n_experts]
     return {**common.init_linear(cfg, k_lin), "W_router": w_router.astype(cfg.param_dtype),
             "b_router": jnp.zeros((cfg.n_experts,), cfg.param_dtype)}
 
@@ -54,7 +55,8 @@ def init(cfg: SAEConfig, key: jax.Array) -> common.Params:
 def route(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"]
           ) -> tuple[Float[Array, "batch n_experts"], Int[Array, " batch"]]:
     """Router probabilities and the chosen (argmax) expert of each token."""
-    logits = common.encoder_input(cfg, params, x) @ params["W_router"] + params["b_router"]
+    logits = common.encoder_input(cfg, params, x) @ params["W_router"]  # [batch, n_experts]
+    logits = logits + params["b_router"][None, :]
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [batch, n_experts]
     return probs, jnp.argmax(probs, axis=-1)
 
@@ -116,7 +118,7 @@ def loss(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"],
         kept = jnp.ones(expert.shape, bool)
     else:
         values, indices, probs, expert, kept = dispatch_topk(cfg, params, x)
-    x_hat = fast.sparse_decode(values, indices, params["W_dec"]) + params["b_dec"]
+    x_hat = fast.sparse_decode(values, indices, params["W_dec"]) + params["b_dec"][None, :]
     mse = common.sum_sq_error(x_hat, target)
     balance = load_balance(probs, expert)
     total = mse + cfg.switch_load_balance_coefficient * balance

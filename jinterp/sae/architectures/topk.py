@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from jinterp.sae import sharding
 from jinterp.sae import topk as fast
 from jinterp.sae.architectures import common
 from jinterp.sae.config import LossContext, SAEConfig
@@ -29,7 +30,7 @@ init = common.init_linear
 
 def encode(cfg: SAEConfig, params: common.Params,
            x: Float[Array, "batch d_in"]) -> Float[Array, "batch d_sae"]:
-    values, indices = jax.lax.top_k(common.pre_activations(cfg, params, x), cfg.k)  # [batch, k]
+    values, indices = sharding.top_k(common.pre_activations(cfg, params, x), cfg.k)  # [batch, k]
     return common.scatter_dense(jax.nn.relu(values), indices, cfg.d_sae)
 
 
@@ -41,7 +42,7 @@ def loss(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"],
                                        ctx.dead_mask, k_aux)  # [batch, k + k_aux]
     values = jax.nn.relu(values)
     top_v, top_i = values[:, :cfg.k], indices[:, :cfg.k]  # [batch, k]
-    x_hat = fast.sparse_decode(top_v, top_i, params["W_dec"]) + params["b_dec"]  # [batch, d_target]
+    x_hat = fast.sparse_decode(top_v, top_i, params["W_dec"]) + params["b_dec"][None, :]
     mse = common.sum_sq_error(x_hat, target)
     aux = _aux_from_selection(values[:, cfg.k:], indices[:, cfg.k:], params, target - x_hat,
                               ctx.dead_mask)
