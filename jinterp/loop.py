@@ -24,13 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jinterp import sharding
 from jinterp.hooks import HookInfo, LayerIndex, apply_chain, at_active, at_chain
 from jinterp.names import Axes, block_name
 from jinterp.plan import Group, Plan, is_dynamic
-
-
-def _constrain(x, axes):  # wired to jinterp.sharding.constrain once it lands
-    return x
 
 
 class TopHook:
@@ -48,7 +45,7 @@ class TopHook:
         if name in self._deltas:
             x = x + self._deltas[name]
         if name in self._capture:
-            self.recorded[name] = _constrain(x, self._axes[name])
+            self.recorded[name] = sharding.constrain(x, self._axes[name])
         return x
 
     def wants(self, name: str) -> bool:
@@ -164,7 +161,7 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
             if point in captured:
                 if point in delta_l:
                     act = act + delta_l[point]
-                recorded[point] = _constrain(act, axes[point])
+                recorded[point] = sharding.constrain(act, axes[point])
             return act
 
         return model.block(resid, x_l, BlockHook(hook, plan.wanted)), recorded

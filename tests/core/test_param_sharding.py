@@ -113,6 +113,18 @@ with jax.set_mesh(explicit):
     y = jax.jit(lambda v: sharding.constrain(v * 2, z_axes))(x)
 report["constrain_explicit_mesh"] = spec_of(y, P("data", None, "model", None))
 report["constrain_values"] = bool(np.array_equal(y, 2 * x))
+# Under a context mesh, the layer loop lays each capture out by its point's axes.
+gpt2 = MODELS["gpt2"]
+params = gpt2.init(jax.random.key(0))
+tokens = np.random.default_rng(0).integers(0, gpt2.d_vocab, (8, 12)).astype(np.int32)
+names = ["blocks.0.attn.hook_z", "blocks.1.attn.hook_z", "blocks.1.mlp.hook_post"]
+_, plain_cache = jinterp.run_with_cache(gpt2, params, tokens, names=names)
+with jax.set_mesh(mesh):
+    _, cache = jinterp.run_with_cache(gpt2, sharding.shard_params(gpt2, params, mesh), tokens,
+                                      names=names)
+report["capture_z_spec"] = spec_of(cache.stack("attn.hook_z"), P(None, "data", None, "model"))
+report["capture_mlp_spec"] = spec_of(cache.stack("mlp.hook_post"), P(None, "data", None, "model"))
+report["capture_values"] = max(max_diff(cache[n], plain_cache[n]) for n in names)
 print("REPORT" + json.dumps(report))
 """
 
@@ -170,3 +182,8 @@ def test_indivisible_mesh_raises_naming_parameter_and_fix(report):
                                    "explicit_mesh", "values"])
 def test_constrain_places_activations_by_their_logical_axes(report, check):
     assert report[f"constrain_{check}"], check
+
+
+def test_captures_follow_their_points_axes_under_a_context_mesh(report):
+    assert report["capture_z_spec"] and report["capture_mlp_spec"]
+    assert report["capture_values"] < ATOL
