@@ -176,13 +176,14 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
 
     def body(carry, inputs):
         resid, bufs = carry
-        x_l, layer = inputs
+        x_l, layer, d_every = inputs
         slot = {p: jnp.asarray(slots[p])[layer - plan.start] for p in captured}
-        delta_l = {}
+        delta_l = dict(d_every)
         for p, d in deltas.items():
-            s = jnp.maximum(slot[p], 0)
-            d_l = lax.dynamic_index_in_dim(d, s, keepdims=False)
-            delta_l[p] = d_l if p in every else jnp.where(slot[p] >= 0, d_l, jnp.zeros_like(d_l))
+            if p not in every:
+                s = jnp.maximum(slot[p], 0)
+                d_l = lax.dynamic_index_in_dim(d, s, keepdims=False)
+                delta_l[p] = jnp.where(slot[p] >= 0, d_l, jnp.zeros_like(d_l))
         resid, recorded = run_block(resid, x_l, layer, delta_l)
         missing = sorted(set(captured) - set(recorded))
         if missing:
@@ -197,8 +198,13 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
             new_bufs[p] = lax.dynamic_update_index_in_dim(buf, value, s, 0)
         return (resid, new_bufs), None
 
+    # Deltas of points captured at every layer ride the scan as per-layer inputs: their
+    # gradients then come out of the backward scan as stacked outputs, not accumulated into
+    # a carried buffer.
+    d_every = {p: d for p, d in deltas.items() if p in every}
     layer_ids = jnp.arange(plan.start, plan.stop)
-    (resid, buffers), _ = lax.scan(body, (resid, buffers), (xs, layer_ids), unroll=unroll)
+    (resid, buffers), _ = lax.scan(body, (resid, buffers), (xs, layer_ids, d_every),
+                                   unroll=unroll)
     return resid, buffers
 
 
