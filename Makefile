@@ -36,7 +36,7 @@ test: $(TESTENV)
 
 # Speed benchmarks, each printing one JSON object. The full-size SAE ground-truth run
 # (benchmarks/bench_sae_ground_truth.py) takes about an hour on 2 cores and is run by hand.
-BENCHES := bench_gpt2_cache bench_llama_depth bench_grokking bench_topk_decode bench_sae
+BENCHES := bench_core bench_compile bench_llama_depth bench_grokking bench_topk_decode bench_sae
 bench: $(TESTENV)
 	for b in $(BENCHES); do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 

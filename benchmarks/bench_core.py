@@ -177,7 +177,8 @@ def timed(fn):
         for _ in range(repeats):
             t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
     return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
-out = {"torch": torch.__version__, "transformer_lens": getattr(transformer_lens, "__version__", "?")}
+out = {"torch": torch.__version__,
+       "transformer_lens": getattr(transformer_lens, "__version__", "?")}
 out["plain_forward"] = timed(lambda: model(tokens))
 out["cache_everything"] = timed(lambda: model.run_with_cache(tokens))
 out["cache_one_name"] = timed(lambda: model.run_with_cache(tokens, names_filter=one_name))

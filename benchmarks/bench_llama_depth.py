@@ -9,7 +9,8 @@ flat in depth while forward time grows linearly; ``compile_32_over_2`` is the fl
 ``run_with_cache`` run; forward time is the median after warm-up. The reference is
 HuggingFace's PyTorch ``LlamaForCausalLM`` forward (eager attention, inference mode, all threads).
 
-Usage: python benchmarks/bench_llama_depth.py [--depths 2 8 32] [--batch 4] [--pos 128] [--repeats 5]
+Usage: python benchmarks/bench_llama_depth.py [--depths 2 8 32] [--batch 4] [--pos 128]
+       [--repeats 5]
 """
 
 from __future__ import annotations
@@ -18,28 +19,27 @@ import argparse
 import json
 import os
 import sys
+import time
 
+os.environ["JINTERP_COMPILATION_CACHE"] = "0"  # compile times are measured, not cached
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import numpy as np
 
-from jinterp import models
-from benchmarks.common import compile_seconds, machine, process_peak_rss_mb, time_calls, xla_memory
-from jinterp.run import _forward
+from benchmarks.common import machine, process_peak_rss_mb, time_calls, xla_memory
+from jinterp import models, run
 
 SHAPE = dict(vocab_size=32000, hidden_size=512, intermediate_size=1376, num_attention_heads=8,
-             num_key_value_heads=2, rope_theta=500_000.0, max_position_embeddings=2048, rms_norm_eps=1e-5)
+             num_key_value_heads=2, rope_theta=500_000.0, max_position_embeddings=2048,
+             rms_norm_eps=1e-5)
 
 
-def _compile(model, params, tokens, capture: frozenset, unroll: bool = False) -> tuple[float, object]:
-    """Lower + compile the program ``run_with_cache`` / ``model(...)`` runs for ``capture``.
-
-    ``unroll=True`` is what ``run_with_cache`` does by default when a point is captured at
-    every layer (zero-copy outputs, compile time growing with depth); ``False`` is the scan.
-    """
-    return compile_seconds(_forward, params, tokens, [], model=model, capture=capture,
-                           treedef=jax.tree.structure({}), static_leaves=(), unroll=unroll)
+def _compile(model, params, tokens, names, unroll=None) -> tuple[float, object]:
+    """Lower + compile the program ``model(...)`` / ``run_with_cache`` runs for ``names``."""
+    start = time.perf_counter()
+    compiled = run.lower(model, params, tokens, names, unroll=unroll).compile()
+    return time.perf_counter() - start, compiled
 
 
 def bench_depth(n_layers: int, tokens: np.ndarray, repeats: int, with_torch: bool) -> dict:
@@ -53,20 +53,21 @@ def bench_depth(n_layers: int, tokens: np.ndarray, repeats: int, with_torch: boo
     model, params = models.from_hf(hf)
     jtokens = jax.numpy.asarray(tokens)
     jax.clear_caches()  # compile from scratch at every depth
-    plain_s, plain = _compile(model, params, jtokens, frozenset())
-    cache_s, _ = _compile(model, params, jtokens, frozenset(model.default_names()))
-    cache_unrolled_s, _ = _compile(model, params, jtokens, frozenset(model.default_names()), unroll=True)
+    plain_s, plain = _compile(model, params, jtokens, False)
+    cache_s, _ = _compile(model, params, jtokens, None)
+    cache_unrolled_s, _ = _compile(model, params, jtokens, None, unroll=True)
     entry = {"n_layers": n_layers, "n_params": int(sum(x.size for x in jax.tree.leaves(params))),
              "compile_plain_s": plain_s, "compile_cache_everything_s": cache_s,
              "compile_cache_everything_unrolled_s": cache_unrolled_s,
-             "forward": time_calls(lambda: plain(params, jtokens, []), repeats=repeats),
+             "forward": time_calls(lambda: model(params, jtokens), repeats=repeats),
              "memory": xla_memory(plain)}
     if with_torch:
         ids = torch.tensor(tokens)
         with torch.inference_mode():
             expected = hf(ids).logits.numpy()
-            entry["reference_hf_torch_forward"] = time_calls(lambda: hf(ids).logits, repeats=repeats)
-        ours = np.asarray(plain(params, jtokens, [])[0])
+            entry["reference_hf_torch_forward"] = time_calls(lambda: hf(ids).logits,
+                                                             repeats=repeats)
+        ours = np.asarray(model(params, jtokens))
         entry["max_abs_logit_diff_vs_hf"] = float(np.abs(ours - expected).max())
         entry["jinterp_over_torch_forward"] = (entry["forward"]["median_s"]
                                                / entry["reference_hf_torch_forward"]["median_s"])
@@ -85,18 +86,21 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    tokens = np.random.default_rng(0).integers(0, SHAPE["vocab_size"], (args.batch, args.pos)).astype(np.int32)
-    result = {"benchmark": "llama_depth_compile_forward", "shape": SHAPE, "batch": args.batch, "pos": args.pos,
-              "machine": machine(), "torch": torch.__version__, "depths": {}}
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, SHAPE["vocab_size"], (args.batch, args.pos)).astype(np.int32)
+    result = {"benchmark": "llama_depth_compile_forward", "shape": SHAPE, "batch": args.batch,
+              "pos": args.pos, "machine": machine(), "torch": torch.__version__, "depths": {}}
     for depth in args.depths:
         result["depths"][str(depth)] = bench_depth(depth, tokens, args.repeats, not args.no_torch)
     d = result["depths"]
     lo, hi = str(min(args.depths)), str(max(args.depths))
     result["ratios"] = {
         f"compile_plain_{hi}_over_{lo}": d[hi]["compile_plain_s"] / d[lo]["compile_plain_s"],
-        f"compile_cache_everything_{hi}_over_{lo}": d[hi]["compile_cache_everything_s"] / d[lo]["compile_cache_everything_s"],
-        f"compile_cache_everything_unrolled_{hi}_over_{lo}": (d[hi]["compile_cache_everything_unrolled_s"]
-                                                            / d[lo]["compile_cache_everything_unrolled_s"]),
+        f"compile_cache_everything_{hi}_over_{lo}": (d[hi]["compile_cache_everything_s"]
+                                                    / d[lo]["compile_cache_everything_s"]),
+        f"compile_cache_everything_unrolled_{hi}_over_{lo}": (
+            d[hi]["compile_cache_everything_unrolled_s"]
+            / d[lo]["compile_cache_everything_unrolled_s"]),
         f"forward_{hi}_over_{lo}": d[hi]["forward"]["median_s"] / d[lo]["forward"]["median_s"],
     }
     result["targets"] = {f"compile_plain_{hi}_over_{lo}_max": 2.0}
