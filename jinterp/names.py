@@ -37,6 +37,23 @@ AXES = (
     "d_sae d_in d_target n_experts 1"
 ).split()
 
+#: Axis names that only one function or study uses, declared here so that every name in a
+#: jaxtyping annotation of the project is accounted for (``tests/core/test_vocabulary.py``).
+LOCAL_AXES: dict[str, str] = {
+    "b": "rows of one shard (sharded top-k)", "d_local": "one shard's share of d_sae",
+    "batch_ref": "a reference batch (mean / resample ablation)", "d": "any feature width",
+    "heads": "query or key/value heads", "lead": "any leading axes", "k": "top-k slots",
+    "k_total": "k times the batch (batch top-k)", "n_features": "planted ground-truth features",
+    "n_prefix": "Matryoshka prefixes", "n_steps": "training steps per compiled call",
+    "n": "any count", "p": "the grokking modulus", "n_pairs": "(a, b) input pairs",
+    "n_train": "training pairs", "n_test": "held-out pairs", "n_classes": "output classes",
+    "n_freq": "Fourier frequencies", "n_dirs": "Fourier directions", "n_out": "output logits",
+    "feature": "toy-model features", "hidden": "toy-model hidden units",
+    "instance": "toy models trained at once", "n_repeats": "repeats of a token subsequence",
+    "subseq": "subsequence positions", "pos_m1": "positions but the last", "step": "steps",
+    "sweep": "patching-sweep entries",
+}
+
 _RESID: Axes = ("batch", "pos", "d_model")
 _SCALE: Axes = ("batch", "pos", "1")
 _Q: Axes = ("batch", "pos", "n_heads", "d_head")
