@@ -155,7 +155,10 @@ class Prepared:
     capture: tuple[str, ...]
 
 
-def _names_in_run(model: HookedModel, start: int, stop: int, embed: bool, final: bool) -> list:
+@functools.lru_cache(maxsize=256)
+def _names_in_run(model: HookedModel, start: int, stop: int, embed: bool,
+                  final: bool) -> tuple[str, ...]:
+    """The names a call computes, in forward order (cached: this runs on every call)."""
     final_names = {p for p in model.top_points if p.startswith("ln_final")}
     out = []
     for name in model.hook_names():
@@ -165,7 +168,7 @@ def _names_in_run(model: HookedModel, start: int, stop: int, embed: bool, final:
                 out.append(name)
         elif start <= layer < stop:
             out.append(name)
-    return out
+    return tuple(out)
 
 
 def _check_entry(model: HookedModel, entry: Entry, run: range, sizes: dict, in_run: set,
