@@ -30,7 +30,7 @@ demo: $(RUNTIME)
 
 test: $(TESTENV)
 	$(VENV)/bin/ruff check .
-	@$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests; rc=$$?; \
+	@$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
 	exit $$rc
 

@@ -16,8 +16,6 @@ import json
 import pytest
 from multidevice import run_on_fake_devices
 
-# One subprocess serves every test here: keep them on one xdist worker (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_param_sharding")
 
 ATOL = 1e-5
 CASES = [f"{m}_{d}x{k}_{'fsdp' if f else 'tp'}" for m in ("gpt2", "llama", "gemma2")

@@ -19,8 +19,6 @@ from jinterp.sae import sharding as sh
 from jinterp.sae.config import SAEConfig
 from jinterp.sae.train_step import train_state
 
-# One subprocess serves every test here: keep them on one xdist worker (--dist loadgroup).
-pytestmark = pytest.mark.xdist_group("test_sharding")
 
 TOL = 1e-5
 
