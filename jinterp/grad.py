@@ -61,7 +61,7 @@ def _execute(params, inputs, leaves, metric_leaves, *, model, plan, hook_static,
 def lower(model: HookedModel, params, tokens, metric: Callable[[Array], Array],
           names: NameSelector = None, hooks: Hooks = None) -> jax.stages.Lowered:
     """The program :func:`grad_cache` would run, lowered (for compile time, memory, HLO)."""
-    prep = prepare(model, params, tokens, names, hooks, None, None, grads=True)
+    prep = prepare(model, params, tokens, names, hooks, None, None)
     metric_leaves, metric_static, metric_treedef = split_leaves(metric)
     return _execute.lower(params, prep.inputs, prep.leaves, metric_leaves, model=model,
                           plan=prep.plan, hook_static=(prep.treedef, prep.static_leaves),
@@ -90,7 +90,7 @@ def grad_cache(model: HookedModel, params, tokens, metric: Callable[[Array], Arr
     """
     if not callable(metric):
         raise TypeError(f"metric must be a function logits -> scalar, got {type(metric).__name__}.")
-    prep = prepare(model, params, tokens, names, hooks, None, None, grads=True)
+    prep = prepare(model, params, tokens, names, hooks, None, None)
     metric_leaves, metric_static, metric_treedef = split_leaves(metric)
     value, top, stacked, g_top, g_stacked = _execute(
         params, prep.inputs, prep.leaves, metric_leaves, model=model, plan=prep.plan,

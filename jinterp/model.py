@@ -105,10 +105,6 @@ class HookedModel(abc.ABC):
         """``{point: axes}`` of every point, top-level and block (the core's single lookup)."""
         return {**self.top_point_axes, **self.block_point_axes}
 
-    def hook_axes(self) -> dict[str, Axes]:
-        """Axes of each point (top-level names and block points)."""
-        return dict(self.points)
-
     @functools.cached_property
     def _hook_names(self) -> tuple[str, ...]:
         top = list(self.top_points)

@@ -94,7 +94,6 @@ class Plan:
         block_capture: ``(point, layers)`` for each captured block point, forward order.
         top_hooked: names outside the blocks that carry a hook chain.
         groups: block hook groups, in order of first appearance.
-        grads: whether captured activations also receive zero "delta" inputs (``grad_cache``).
         wanted: block points captured or hooked at some layer (optional points are computed
             only when wanted).
     """
@@ -108,7 +107,6 @@ class Plan:
     block_capture: tuple[tuple[str, tuple[int, ...]], ...] = ()
     top_hooked: tuple[str, ...] = ()
     groups: tuple[Group, ...] = ()
-    grads: bool = False
     wanted: frozenset[str] = frozenset()
 
     @property

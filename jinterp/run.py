@@ -195,8 +195,7 @@ def _check_entry(model: HookedModel, entry: Entry, run: range, sizes: dict, in_r
 
 
 def prepare(model: HookedModel, params, inputs, names: NameSelector | bool, hooks: Hooks,
-            start_at_layer, stop_at_layer, grads: bool = False
-            ) -> Prepared:
+            start_at_layer, stop_at_layer) -> Prepared:
     """Checks one call and computes its plan (``names=False``: capture nothing)."""
     start, stop = _layer_range(model, start_at_layer, stop_at_layer)
     from_tokens, to_logits = start_at_layer is None, stop_at_layer is None
@@ -239,7 +238,7 @@ def prepare(model: HookedModel, params, inputs, names: NameSelector | bool, hook
     block_capture = tuple((p, tuple(ls)) for p, ls in block_layers.items())
     wanted = frozenset(block_layers) | {g.point for g in groups}
     plan = Plan(model.n_layers, start, stop, from_tokens, to_logits, tuple(top_capture),
-                block_capture, tuple(top_chains), tuple(groups), grads, wanted)
+                block_capture, tuple(top_chains), tuple(groups), wanted)
     leaves, static, treedef = split_leaves({"top": top_chains, "groups": groups_data})
     return Prepared(plan, inputs, leaves, static, treedef, tuple(capture))
 
