@@ -16,7 +16,6 @@ import json
 import pytest
 from multidevice import run_on_fake_devices
 
-
 ATOL = 1e-5
 CASES = [f"{m}_{d}x{k}_{'fsdp' if f else 'tp'}" for m in ("gpt2", "llama", "gemma2")
          for d, k in ((2, 4), (4, 2)) for f in (False, True)]

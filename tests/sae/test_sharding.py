@@ -19,7 +19,6 @@ from jinterp.sae import sharding as sh
 from jinterp.sae.config import SAEConfig
 from jinterp.sae.train_step import train_state
 
-
 TOL = 1e-5
 
 
