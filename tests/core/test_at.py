@@ -5,6 +5,7 @@ program's structure is checked too: no per-layer hook entries, no (L+1)-branch s
 """
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ def _branch_counts(fn, *args) -> list[int]:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "cond":
                 counts.append(len(eqn.params["branches"]))
-            for sub in jax.core.jaxprs_in_params(eqn.params):
+            for sub in jex.core.jaxprs_in_params(eqn.params):
                 walk(sub)
 
     walk(jax.make_jaxpr(fn)(*args).jaxpr)
