@@ -93,3 +93,40 @@ __all__ += [
     "train",
     "train_state",
 ]
+
+# Real models: token sources, the activation store, training on a model, splicing, evaluation,
+# files. (modules: sources.py, store.py, model_trainer.py, splice.py, evaluate.py, io.py;
+# ``python -m jinterp.sae.train`` is the command line.)
+from jinterp.sae import io, sources  # noqa: E402
+from jinterp.sae.evaluate import evaluate  # noqa: E402
+from jinterp.sae.io import LoadedSAE, load_gemma_scope, load_saelens, save_saelens  # noqa: E402
+from jinterp.sae.model_trainer import ModelTrainResult, train_on_model  # noqa: E402
+from jinterp.sae.sources import (  # noqa: E402
+    SyntheticTokenSource,
+    TokenArraySource,
+    TokenSource,
+    text_source,
+)
+from jinterp.sae.splice import Splice, splice  # noqa: E402
+from jinterp.sae.store import ActivationStore, HookSpec, StoreState  # noqa: E402
+
+__all__ += [
+    "ActivationStore",
+    "HookSpec",
+    "LoadedSAE",
+    "ModelTrainResult",
+    "Splice",
+    "StoreState",
+    "SyntheticTokenSource",
+    "TokenArraySource",
+    "TokenSource",
+    "evaluate",
+    "io",
+    "load_gemma_scope",
+    "load_saelens",
+    "save_saelens",
+    "sources",
+    "splice",
+    "text_source",
+    "train_on_model",
+]

@@ -74,8 +74,18 @@ def _to_saelens_tensors(cfg: SAEConfig, params: Params) -> dict[str, jnp.ndarray
     return {name: jnp.asarray(value) for name, value in tensors.items()}
 
 
-def saelens_cfg_dict(cfg: SAEConfig, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+#: Run-time input normalisations of SAELens that :func:`jinterp.sae.splice` reproduces
+#: (``expected_average_only_in`` must be folded into the weights first, as SAELens does).
+RUNTIME_NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm")
+RESHAPES = ("none", "hook_z")
+
+
+def saelens_cfg_dict(cfg: SAEConfig, metadata: dict[str, Any] | None = None, *,
+                     reshape_activations: str = "none",
+                     normalize_activations: str = "none") -> dict[str, Any]:
     """The cfg.json contents for ``cfg`` (``metadata`` entries, e.g. ``hook_name``, are kept)."""
+    _check_choice("reshape_activations", reshape_activations, RESHAPES)
+    _check_choice("normalize_activations", normalize_activations, RUNTIME_NORMALIZATIONS)
     meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, **(metadata or {}),
             "jinterp_config": config_to_dict(cfg)}
     out: dict[str, Any] = {
@@ -85,8 +95,8 @@ def saelens_cfg_dict(cfg: SAEConfig, metadata: dict[str, Any] | None = None) -> 
         "dtype": cfg.dtype,
         "device": "cpu",
         "apply_b_dec_to_input": cfg.subtract_b_dec,
-        "normalize_activations": "none",
-        "reshape_activations": "none",
+        "normalize_activations": normalize_activations,
+        "reshape_activations": reshape_activations,
         "metadata": meta,
     }
     if cfg.architecture == Architecture.TOPK:
@@ -97,14 +107,20 @@ def saelens_cfg_dict(cfg: SAEConfig, metadata: dict[str, Any] | None = None) -> 
 
 
 def save_saelens(path: str | Path, cfg: SAEConfig, params: Params, *,
-                 metadata: dict[str, Any] | None = None) -> Path:
+                 metadata: dict[str, Any] | None = None, reshape_activations: str = "none",
+                 normalize_activations: str = "none") -> Path:
     """Write ``cfg.json`` and ``sae_weights.safetensors`` into directory ``path`` (created).
 
     Args:
         path: Output directory.
         cfg: The SAE's config.
         params: Its parameters (checked against ``cfg`` first).
-        metadata: Extra SAELens metadata, e.g. ``{"model_name": ..., "hook_name": ...}``.
+        metadata: Extra SAELens metadata, e.g. ``{"model_name": ..., "hook_name": ...,
+            "hook_head_index": ..., "context_size": ..., "prepend_bos": ...}``.
+        reshape_activations: ``"hook_z"`` for an SAE on all heads of ``attn.hook_z``
+            (flattened to ``n_heads * d_head``), else ``"none"``.
+        normalize_activations: SAELens's run-time input normalisation (one of
+            ``RUNTIME_NORMALIZATIONS``; our trainer folds its scale in and writes ``"none"``).
 
     Returns:
         The directory path.
@@ -113,8 +129,52 @@ def save_saelens(path: str | Path, cfg: SAEConfig, params: Params, *,
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file(_to_saelens_tensors(cfg, params), str(path / WEIGHTS_FILENAME))
-    (path / CFG_FILENAME).write_text(json.dumps(saelens_cfg_dict(cfg, metadata), indent=2))
+    raw = saelens_cfg_dict(cfg, metadata, reshape_activations=reshape_activations,
+                           normalize_activations=normalize_activations)
+    (path / CFG_FILENAME).write_text(json.dumps(raw, indent=2))
     return path
+
+
+def _check_choice(field: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{field}={value!r} is not supported; use one of {list(valid)}.")
+
+
+class LoadedSAE(tuple):
+    """``(cfg, params)`` from :func:`load_saelens`, plus the file's ``metadata``.
+
+    Unpacks as a pair (``cfg, params = load_saelens(path)``); ``.metadata`` holds SAELens's
+    metadata (``hook_name``, ``hook_head_index``, ``context_size``, ``prepend_bos``,
+    ``model_name``, ...) and the top-level ``reshape_activations`` / ``normalize_activations``.
+    """
+
+    def __new__(cls, cfg: SAEConfig, params: Params, metadata: dict[str, Any]):
+        out = super().__new__(cls, (cfg, params))
+        out.metadata = metadata
+        return out
+
+    @property
+    def cfg(self) -> SAEConfig:
+        return self[0]
+
+    @property
+    def params(self) -> Params:
+        return self[1]
+
+    @property
+    def hook_name(self) -> str | None:
+        """The activation the SAE was trained on (None when the file does not say)."""
+        return self.metadata.get("hook_name")
+
+    def splice(self, error_term: bool = False, **kwargs):
+        """:func:`jinterp.sae.splice` with the file's head index and normalisation."""
+        from jinterp.sae.splice import splice
+
+        return splice(self.cfg, self.params, error_term,
+                      head=kwargs.pop("head", self.metadata.get("hook_head_index")),
+                      normalize=kwargs.pop("normalize",
+                                           self.metadata.get("normalize_activations", "none")),
+                      **kwargs)
 
 
 def config_to_dict(cfg: SAEConfig) -> dict[str, Any]:
@@ -137,8 +197,12 @@ def config_from_dict(data: dict[str, Any]) -> SAEConfig:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_saelens(path: str | Path) -> tuple[SAEConfig, Params]:
+def load_saelens(path: str | Path) -> LoadedSAE:
     """Load a SAELens-format directory written by SAELens or by `save_saelens`.
+
+    Returns ``(cfg, params)`` as a :class:`LoadedSAE`, whose ``.metadata`` keeps the file's
+    ``hook_name``, ``hook_head_index``, ``context_size``, ``prepend_bos``, ``reshape_activations``
+    and ``normalize_activations`` (``.splice()`` honours the last two and the head index).
 
     Raises:
         FileNotFoundError: ``cfg.json`` or the safetensors file is missing.
@@ -161,7 +225,15 @@ def load_saelens(path: str | Path) -> tuple[SAEConfig, Params]:
         cfg = _config_from_saelens(raw, tensors)
     params = _from_saelens_tensors(cfg, tensors)
     check_params(cfg, params)
-    return cfg, params
+    info = {k: v for k, v in meta.items() if k != "jinterp_config"}
+    for key in ("reshape_activations", "normalize_activations"):
+        info[key] = raw.get(key) or "none"
+    _check_choice("reshape_activations", info["reshape_activations"], RESHAPES)
+    if info["reshape_activations"] == "hook_z" and info.get("hook_name") is not None and \
+            not str(info["hook_name"]).endswith("hook_z"):
+        raise ValueError(f"{cfg_path} says reshape_activations='hook_z' but hook_name="
+                         f"{info['hook_name']!r} is not an attn.hook_z point.")
+    return LoadedSAE(cfg, params, info)
 
 
 _FROM_SAELENS = {
@@ -183,11 +255,12 @@ def _config_from_saelens(raw: dict[str, Any], tensors: dict[str, Any]) -> SAECon
     if missing:
         raise ValueError(f"cfg.json lacks {missing}.")
     norm = raw.get("normalize_activations") or "none"
-    if norm != "none":
-        raise ValueError(f"cfg.json has normalize_activations={norm!r}: that SAE expects its input "
-                         "normalised at run time, which load_saelens does not emulate. Fold the "
-                         "scale into the weights first (or normalise inputs yourself and edit the "
-                         "field to 'none').")
+    if norm not in RUNTIME_NORMALIZATIONS:
+        raise ValueError(f"cfg.json has normalize_activations={norm!r}: that SAE expects a scale "
+                         "from its training data at run time, which the file does not hold. Fold "
+                         "the scale into the weights first (SAELens: "
+                         "fold_activation_norm_scaling_factor), then set the field to 'none'; "
+                         f"supported at run time: {list(RUNTIME_NORMALIZATIONS)}.")
     if raw.get("rescale_acts_by_decoder_norm") and "W_dec" in tensors:
         norms = np.linalg.norm(np.asarray(tensors["W_dec"], np.float32), axis=-1)
         if not np.allclose(norms, 1.0, atol=1e-3):

@@ -16,6 +16,7 @@ can be evaluated inside ``jit``/``scan``/``vmap``.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
@@ -123,3 +124,24 @@ def dead_window_steps(tcfg: TrainConfig, dead_after_tokens: int, batch_size: int
     if tcfg.dead_window is not None:
         return tcfg.dead_window
     return max(-(-dead_after_tokens // batch_size), 1)
+
+
+def scaled_dead_window(tcfg: TrainConfig, dead_after_tokens: int, steps: int,
+                       batch_size: int) -> TrainConfig:
+    """``tcfg`` with a dead-latent window that fits the run when the default cannot.
+
+    The default window, ``dead_after_tokens`` (10M) tokens, is longer than a short run: then no
+    latent ever counts as dead, the logged ``dead_fraction`` stays 0 and AuxK never fires. When
+    the run (``tcfg.total_steps`` or ``steps``, times ``batch_size``) is shorter and
+    ``tcfg.dead_window`` is unset, this warns and sets the window to a tenth of the run.
+    """
+    total = tcfg.total_steps or steps
+    if tcfg.dead_window is not None or total * batch_size >= dead_after_tokens or total < 1:
+        return tcfg
+    window = max(total // 10, 1)
+    warnings.warn(f"the run trains on {total * batch_size:,} tokens, fewer than "
+                  f"dead_after_tokens={dead_after_tokens:,}: no latent could ever count as dead "
+                  f"(dead_fraction would stay 0, AuxK never fire). Using a dead window of "
+                  f"{window} steps (a tenth of the run); set TrainConfig(dead_window=...) or "
+                  "SAEConfig(dead_after_tokens=...) to choose.", stacklevel=3)
+    return dataclasses.replace(tcfg, dead_window=window)

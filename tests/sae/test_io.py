@@ -161,7 +161,8 @@ def test_bad_files_give_clear_errors(tmp_path):
     _write_foreign(tmp_path / "c", foreign_cfg("temporal"), t)
     with pytest.raises(ValueError, match="'temporal' is not supported"):
         io.load_saelens(tmp_path / "c")
-    _write_foreign(tmp_path / "d", foreign_cfg("standard", normalize_activations="layer_norm"), t)
+    unfolded = foreign_cfg("standard", normalize_activations="expected_average_only_in")
+    _write_foreign(tmp_path / "d", unfolded, t)
     with pytest.raises(ValueError, match="normalize_activations"):
         io.load_saelens(tmp_path / "d")
     cfg, params = make("relu")

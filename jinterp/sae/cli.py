@@ -1,0 +1,134 @@
+"""``python -m jinterp.sae.train``: train SAEs on a local model's activations in one command.
+
+Example (GPT-2 small's residual stream after block 6, a TopK SAE, a token file)::
+
+    python -m jinterp.sae.train --model ckpt/gpt2 --hook blocks.6.hook_resid_post \\
+        --arch topk --d-sae 24576 --k 32 --tokens tokens.npy --steps 30000 \\
+        --batch-size 4096 --lr 2e-4 --exclude-bos --eval-sequences 64 --out runs/gpt2_l6
+
+Several values for ``--d-sae``, ``--k``, ``--l1``, ``--l0`` or ``--lr`` train their product as
+one sweep on one activation stream (one compiled program). A rerun with the same ``--out``
+resumes from the last checkpoint; one with other settings stops with the differing fields.
+Everything goes through :func:`jinterp.sae.train_on_model` (the same from Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import sys
+from collections.abc import Sequence
+
+from jinterp.sae.config import ARCHITECTURE_NAMES, SAEConfig
+from jinterp.sae.model_trainer import train_on_model
+from jinterp.sae.sources import SyntheticTokenSource, TokenArraySource, text_source
+from jinterp.sae.store import ActivationStore, as_hook_spec
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jinterp.sae.train",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="a HuggingFace checkpoint directory")
+    p.add_argument("--hook", required=True, help="activation name (name:h for one head)")
+    p.add_argument("--arch", default="topk", choices=ARCHITECTURE_NAMES)
+    p.add_argument("--d-sae", type=int, nargs="+", required=True)
+    p.add_argument("--k", type=int, nargs="+", default=[None])
+    p.add_argument("--l1", type=float, nargs="+", default=[None], help="relu / gated L1 weight")
+    p.add_argument("--l0", type=float, nargs="+", default=[None], help="jumprelu L0 weight")
+    p.add_argument("--n-experts", type=int, default=None, help="switch experts")
+    p.add_argument("--lr", type=float, nargs="+", default=[3e-4])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=4096, help="tokens per SAE step")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--tokens", help=".npy token file, [n_seq, pos] or flat [n_tokens]")
+    src.add_argument("--text", nargs="+", help=".txt files or directories (tokenised with the "
+                     "model directory's tokenizer)")
+    src.add_argument("--synthetic", action="store_true", help="uniform random tokens (tests)")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--forward-batch", type=int, default=8, help="sequences per LM forward")
+    p.add_argument("--buffer-batches", type=int, default=16, help="buffer size in forwards")
+    p.add_argument("--exclude-bos", action="store_true", help="drop BOS (and pad) positions")
+    p.add_argument("--exclude-ids", type=int, nargs="*", default=[])
+    p.add_argument("--exclude-first", action="store_true", help="drop position 0")
+    p.add_argument("--eval-sequences", type=int, default=0, help="held-out sequences")
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--dtype", default=None, help="model dtype (default: the checkpoint's)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def sweep_configs(args: argparse.Namespace, d_in: int) -> list[SAEConfig]:
+    """The product of the listed sizes and coefficients, as configs."""
+    out = []
+    for d_sae, k, l1, l0 in itertools.product(args.d_sae, args.k, args.l1, args.l0):
+        extra = {name: v for name, v in (("l1_coefficient", l1), ("l0_coefficient", l0))
+                 if v is not None}
+        out.append(SAEConfig(args.arch, d_in=d_in, d_sae=d_sae, k=k, n_experts=args.n_experts,
+                             **extra))
+    return out
+
+
+def _ports():
+    """``jinterp.models``, loaded at run time: the command line is an application on top of
+    the library and must read checkpoints, but no library module depends on the ports (the
+    rule ``tests/core/test_vocabulary.py`` enforces for every ``jinterp`` import statement)."""
+    return importlib.import_module("jinterp.models")
+
+
+def _special_ids(model_dir: str, want: bool) -> tuple[list[int], object]:
+    """(BOS / pad ids to exclude, the tokenizer or None) of the model directory."""
+    try:
+        tok = _ports().load_tokenizer(model_dir)
+    except (FileNotFoundError, ValueError, OSError):
+        if want:
+            raise
+        return [], None
+    ids = sorted({i for i in (tok.bos_id, tok.pad_id) if i is not None}) if want else []
+    return ids, tok
+
+
+def main(argv: Sequence[str] | None = None):
+    """Runs the command; returns the :class:`~jinterp.sae.ModelTrainResult`."""
+    args = parser().parse_args(argv)
+    model, params = _ports().load_pretrained(args.model, dtype=args.dtype)
+    exclude, tok = _special_ids(args.model, args.exclude_bos or args.text is not None)
+    exclude = exclude if args.exclude_bos else []
+    n_seq = args.forward_batch
+    eval_tokens = None
+    if args.synthetic:
+        source = SyntheticTokenSource(model.d_vocab, n_seq, args.seq_len, seed=args.seed)
+        if args.eval_sequences:
+            eval_tokens = SyntheticTokenSource(model.d_vocab, args.eval_sequences, args.seq_len,
+                                               seed=args.seed + 1).batch(0)
+    else:
+        kw = dict(seed=args.seed, d_vocab=model.d_vocab, held_out=args.eval_sequences)
+        if args.text is not None:
+            source = text_source(args.text, tok, n_seq, args.seq_len, **kw)
+        else:
+            source = TokenArraySource(args.tokens, n_seq, seq_len=args.seq_len, **kw)
+        if args.eval_sequences:
+            eval_tokens = source.held_out_tokens()
+    width = ActivationStore(model, as_hook_spec(args.hook), source, batch_size=1).widths
+    configs = sweep_configs(args, next(iter(width.values())))
+    lrs = args.lr
+    if len(lrs) > 1:  # the learning rate is a per-instance array: a product with the configs
+        configs, lrs = [c for c in configs for _ in lrs], [lr for _ in configs for lr in lrs]
+    return train_on_model(
+        model, params, configs, args.hook, source, args.steps, lr=lrs[0] if len(lrs) == 1
+        else lrs, seeds=args.seed, batch_size=args.batch_size,
+        buffer_batches=args.buffer_batches, exclude_ids=sorted(set(exclude + args.exclude_ids)),
+        exclude_first=args.exclude_first, out_dir=args.out,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
+        eval_every=args.eval_every or (args.steps if eval_tokens is not None else None),
+        eval_tokens=eval_tokens, progress=not args.no_progress,
+        metadata={"model_name": str(args.model), "dataset_path": str(args.tokens or args.text
+                                                                     or "synthetic")})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
