@@ -27,7 +27,7 @@ the first receiver's layer from the clean residual. :func:`path_patch` patches o
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,12 +40,10 @@ from jinterp.hooks import At
 from jinterp.interventions import Intervention, Patch, Steer
 from jinterp.model import HookedModel
 from jinterp.names import Axes, block_name
+from jinterp.patching.attr_checks import MetricFn, positive_int, same_shape, scalar_metric
 from jinterp.patching.attr_graph import Node, check_node, has_mlp
-from jinterp.patching.sweep import check_chunk_size, check_metric
 from jinterp.plan import split_leaves
 from jinterp.run import _rebuild, run_with_cache, run_with_hooks
-
-MetricFn = Callable[[Float[Array, "batch pos d_vocab"]], Float[Array, ""]]
 
 
 @struct.dataclass
@@ -178,12 +176,8 @@ def _one_set(params, clean, corrupt, senders, metric_leaves, *, model, table, me
 
 
 def _caches(model: HookedModel, params, clean_tokens, corrupted_tokens, metric):
-    if np.shape(clean_tokens) != np.shape(corrupted_tokens):
-        raise ValueError(f"Clean tokens of shape {np.shape(clean_tokens)} and corrupted tokens "
-                         f"of shape {np.shape(corrupted_tokens)} must have the same shape "
-                         "[batch, pos] (pad or truncate the prompts to one length).")
-    batch, n_pos = np.shape(clean_tokens)
-    check_metric(model, metric, batch, n_pos)
+    batch, n_pos = same_shape(clean_tokens, corrupted_tokens)
+    scalar_metric(model, metric, batch, n_pos)
     names = _frozen_names(model) + [n for n in model.hook_names()
                                     if n.endswith(("hook_resid_pre", "hook_resid_post"))]
     names = list(dict.fromkeys(names))
@@ -222,7 +216,8 @@ def get_path_patch_head_to_receivers(model: HookedModel, params, clean_tokens,
         ``[layer, n_heads]``: the metric with that head as the only sender (float32). A head
         at or after every receiver's layer has no path to it and gives the clean metric.
     """
-    check_chunk_size(chunk_size)
+    if chunk_size is not None:
+        positive_int(chunk_size, "chunk_size", "the senders vmapped at once (or None for all)")
     table = _receiver_table(model, _check_receivers(model, receivers))
     clean, corrupt = _caches(model, params, clean_tokens, corrupted_tokens, metric)
     n_senders = model.n_layers * model.dims["n_heads"]
