@@ -4,6 +4,11 @@ Modules: :mod:`.model` (the ReLU-output toy model, many instances at once), :mod
 (scanned AdamW with orbax resume), :mod:`.analysis` (feature dimensionality, dimensions per
 feature, angles, phase classification), :mod:`.phase` (exact loss and analytic optimum of the
 n = 2, m = 1 model), :mod:`.studies` (the four reproductions), :mod:`.plots`, :mod:`.cli`.
+
+The later sections, one ``--part`` each (:mod:`.parts`): :mod:`.dimensionality` (D_i with
+restarts, polytope lines) with :mod:`.geometry` (tegum factors), :mod:`.correlated`,
+:mod:`.computation` (absolute value in superposition), :mod:`.basis` (privileged basis) with
+:mod:`.neurons`; figures in :mod:`.part_plots`.
 """
 
 from .analysis import (
@@ -13,7 +18,13 @@ from .analysis import (
     feature_dimensionality,
     histogram_peaks,
 )
+from .basis import BasisStudy, run_basis
+from .computation import ComputationStudy, run_computation
+from .correlated import CorrelatedStudy, run_correlated
+from .dimensionality import DimensionalityStudy, run_dimensionality
+from .geometry import line_fractions, tegum_factors
 from .model import ToyModelConfig, forward, init_params, sample_features
+from .parts import run_part
 from .phase import analytic_phase_diagram, expected_loss
 from .studies import (
     PentagonStudy,
@@ -23,9 +34,13 @@ from .studies import (
     run_phase_diagram,
     run_uniform,
 )
-from .training import TrainConfig, train
+from .training import TrainConfig, train, train_with
 
 __all__ = [
+    "BasisStudy",
+    "ComputationStudy",
+    "CorrelatedStudy",
+    "DimensionalityStudy",
     "PentagonStudy",
     "PhaseStudy",
     "ToyModelConfig",
@@ -40,6 +55,14 @@ __all__ = [
     "forward",
     "histogram_peaks",
     "init_params",
+    "line_fractions",
+    "run_basis",
+    "run_computation",
+    "run_correlated",
+    "run_dimensionality",
+    "run_part",
+    "tegum_factors",
+    "train_with",
     "run_pentagon",
     "run_phase_diagram",
     "run_uniform",

@@ -1,7 +1,9 @@
-"""Command line: ``python -m jinterp.experiments.superposition --out DIR [--fast] [--only ...]``.
+"""Command line: ``python -m jinterp.experiments.superposition [--out DIR] [--fast] [--only ...]``.
 
 Runs the pentagon, the n = 2 phase diagram and the uniform-superposition study, writes one PNG per
-figure and ``summary.json`` into ``--out``. Checkpoints live in ``DIR/checkpoints/<study>``;
+figure and ``summary.json`` into ``--out``. ``--part dimensionality|correlated|computation|basis``
+runs one of the later sections of the paper instead (see :mod:`.parts`; default output
+``runs/superposition/<part>``). Checkpoints live in ``DIR/checkpoints/<study>``;
 rerunning with the same ``--out`` resumes each study from its newest checkpoint (a finished study
 is just reloaded and re-analysed).
 """
@@ -17,6 +19,7 @@ import time
 import numpy as np
 
 from . import plots
+from .parts import PARTS, run_part
 from .studies import (
     PentagonStudy,
     PhaseStudy,
@@ -130,8 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the n=2, m=1 phase diagram, dimensions per feature and feature dimensionality. "
         "Rerunning with the same --out resumes from the checkpoints there.",
     )
-    parser.add_argument("--out", required=True, help="output directory (figures, summary.json, "
-                        "checkpoints)")
+    parser.add_argument("--out", default=None, help="output directory (figures, summary.json, "
+                        "checkpoints); default runs/superposition[/<part>]")
+    parser.add_argument("--part", choices=PARTS, default=None,
+                        help="run one later section of the paper instead of the base suite")
+    parser.add_argument("--size", choices=("notebook", "paper"), default="notebook",
+                        help="--part dimensionality: the notebook's n=200, m=20 or the paper's "
+                        "n=400, m=30")
+    parser.add_argument("--seed", type=int, default=0, help="--part: training seed")
     parser.add_argument("--fast", action="store_true", help="tiny sizes for tests (seconds)")
     parser.add_argument("--only", nargs="+", choices=STUDIES, default=list(STUDIES),
                         help="run a subset of the studies")
@@ -139,8 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _main_part(args) -> dict:
+    out = args.out or os.path.join("runs", "superposition", args.part)
+    t0 = time.perf_counter()
+    summary = run_part(args.part, out, fast=args.fast, size=args.size, seed=args.seed,
+                       progress=not args.no_progress)
+    ours = summary["ours"]
+    for key in ("line_fractions", "lines_held", "dimensionality_peaks", "n_computed",
+                "aligned_fraction"):
+        if key in ours:
+            print(f"{key}: {ours[key]}")
+    for key in ("correlated", "anticorrelated", "collapse", "relu", "linear_control"):
+        if key in ours:
+            value = ours[key]
+            brief = {k: value[k] for k in ("match_fraction", "aligned_fraction", "monosemantic",
+                                           "polysemantic") if k in value}
+            print(f"{key}: {brief}")
+    print(f"total {time.perf_counter() - t0:.1f}s; wrote {os.path.join(out, 'summary.json')}")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.part is not None:
+        return _main_part(args)
+    args.out = args.out or os.path.join("runs", "superposition")
     suite = Suite.fast() if args.fast else Suite.full()
     t0 = time.perf_counter()
     summary = run_suite(suite, args.out, only=tuple(args.only), progress=not args.no_progress)

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -43,6 +44,10 @@ class TrainConfig:
         weight_decay: AdamW decoupled weight decay (torch's default 0.01, as in the notebook).
         steps_per_call: steps scanned inside one compiled call; also the checkpoint interval.
         seed: seeds both the init and the data stream.
+        lr_schedule: the notebook's multipliers of ``learning_rate`` at step ``t`` of ``T``:
+            ``"constant"`` (1, the notebook's default), ``"linear"`` (``1 - t/T``) or
+            ``"cosine"`` (``cos(pi/2 * t/(T-1))``, which ends at 0 and lets the weights settle
+            on an exact polytope instead of jittering around it).
     """
 
     steps: int = 10_000
@@ -51,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     steps_per_call: int = 500
     seed: int = 0
+    lr_schedule: str = "constant"
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "steps_per_call"):
@@ -64,17 +70,39 @@ class TrainConfig:
             )
         if not self.learning_rate > 0 or self.weight_decay < 0:
             raise ValueError("TrainConfig needs learning_rate > 0 and weight_decay >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def learning_rate(cfg: TrainConfig):
+    """The learning rate as a float (constant) or an optax schedule of the step count."""
+    lr, total = cfg.learning_rate, cfg.steps
+    if cfg.lr_schedule == "linear":
+        return lambda step: lr * (1.0 - step / total)
+    if cfg.lr_schedule == "cosine":
+        return lambda step: lr * jnp.cos(0.5 * jnp.pi * step / max(total - 1, 1))
+    return lr
 
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """AdamW with torch's defaults (betas 0.9/0.999, eps 1e-8) and a constant learning rate."""
-    return optax.adamw(cfg.learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=cfg.weight_decay)
+    """AdamW with torch's defaults (betas 0.9/0.999, eps 1e-8) and ``cfg``'s learning rate."""
+    return optax.adamw(learning_rate(cfg), b1=0.9, b2=0.999, eps=1e-8,
+                       weight_decay=cfg.weight_decay)
 
 
 def init_state(model_cfg: ToyModelConfig, train_cfg: TrainConfig) -> TrainState:
     """Fresh state: params from the seed, Adam moments at zero, step 0."""
+    return init_state_with(functools.partial(init_params, model_cfg), train_cfg)
+
+
+def init_state_with(init_fn: Callable[[Array], Params], train_cfg: TrainConfig) -> TrainState:
+    """Fresh state for any model: ``init_fn(key)`` gives the params (split off the seed)."""
     init_key, data_key = jax.random.split(jax.random.PRNGKey(train_cfg.seed))
-    params = init_params(model_cfg, init_key)
+    params = init_fn(init_key)
     return {
         "params": params,
         "opt_state": make_optimizer(train_cfg).init(params),
@@ -83,17 +111,42 @@ def init_state(model_cfg: ToyModelConfig, train_cfg: TrainConfig) -> TrainState:
     }
 
 
-@functools.partial(jax.jit, static_argnames="train_cfg")
+# loss_fn(params, key, data, batch_size) -> per-instance losses [instance]
+InstanceLossFn = Callable[[Params, Array, Any, int], Array]
+
+
+def relu_output_losses(params: Params, key: Array, data: tuple, batch_size: int) -> Array:
+    """Per-instance loss of the ReLU-output model; ``data = (importance, probability)``."""
+    importance, feature_probability = data
+    return batch_losses(params, key, importance, feature_probability, batch_size)
+
+
 def train_chunk(
     state: TrainState,
     importance: Float[Array, "instance feature"],
     feature_probability: Float[Array, "instance feature"],
     train_cfg: TrainConfig,
 ) -> tuple[TrainState, Float[Array, " instance"]]:
+    """``train_cfg.steps_per_call`` steps of the ReLU-output model (see :func:`scan_chunk`)."""
+    return scan_chunk(state, (importance, feature_probability), relu_output_losses, train_cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "train_cfg"))
+def scan_chunk(
+    state: TrainState, data: Any, loss_fn: InstanceLossFn, train_cfg: TrainConfig
+) -> tuple[TrainState, Float[Array, " instance"]]:
     """Runs ``train_cfg.steps_per_call`` optimiser steps as one compiled ``lax.scan``.
 
-    Module-level and jitted with the (hashable) config static, so every call with the same config
-    and shapes reuses one compiled program, across ``train`` calls too.
+    Module-level and jitted with the (hashable) loss function and config static, so every call
+    with the same loss, config and shapes reuses one compiled program, across ``train`` calls.
+
+    Args:
+        state: the training state.
+        data: pytree of per-instance arrays handed to ``loss_fn`` (importances, densities...).
+        loss_fn: ``loss_fn(params, key, data, batch_size)`` draws a fresh batch per instance
+            and returns each instance's loss ``[instance]``; the step minimises their sum, so
+            the instances never interact.
+        train_cfg: optimiser settings.
 
     Returns:
         The new state and each instance's training loss averaged over the chunk.
@@ -101,9 +154,7 @@ def train_chunk(
     optimizer = make_optimizer(train_cfg)
 
     def total_loss(params: Params, key: Array):
-        per_instance = batch_losses(
-            params, key, importance, feature_probability, train_cfg.batch_size
-        )
+        per_instance = loss_fn(params, key, data, train_cfg.batch_size)
         return per_instance.sum(), per_instance
 
     def step(state: TrainState, _):
@@ -178,30 +229,61 @@ def train(
         (``None`` if no chunk ran because the checkpoint was already complete).
     """
     check_instance_arrays(model_cfg, importance, feature_probability)
+    identity = run_identity(model_cfg, train_cfg, importance, feature_probability)
+    data = (jnp.asarray(importance, jnp.float32), jnp.asarray(feature_probability, jnp.float32))
+    return train_with(
+        functools.partial(init_params, model_cfg), relu_output_losses, data, train_cfg,
+        checkpoint_dir=checkpoint_dir, identity=identity, stop_after_step=stop_after_step,
+        progress=progress, desc=desc)
+
+
+def train_with(
+    init_fn: Callable[[Array], Params],
+    loss_fn: InstanceLossFn,
+    data: Any,
+    train_cfg: TrainConfig,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    identity: dict | None = None,
+    stop_after_step: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[TrainState, np.ndarray | None]:
+    """Trains any vmapped toy model (see :func:`train`; ``loss_fn`` as in :func:`scan_chunk`).
+
+    Args:
+        init_fn: ``init_fn(key)`` returns the initial params of every instance.
+        loss_fn: module-level per-instance loss (static under jit, so it must be hashable).
+        data: per-instance arrays passed to ``loss_fn``.
+        train_cfg: optimiser settings.
+        checkpoint_dir: where to save after every chunk; ``None`` disables checkpoints.
+        identity: JSON-able fingerprint of the run; a checkpoint directory written with a
+            different one is refused rather than resumed.
+        stop_after_step, progress, desc: as in :func:`train`.
+    """
     target = train_cfg.steps if stop_after_step is None else min(stop_after_step, train_cfg.steps)
     if target % train_cfg.steps_per_call:
         raise ValueError(f"stop_after_step={target} is not a multiple of steps_per_call")
-    state = init_state(model_cfg, train_cfg)
+    state = init_state_with(init_fn, train_cfg)
     ckpt = None
     if checkpoint_dir is not None:
         directory = os.fspath(checkpoint_dir)
-        _check_run_identity(
-            directory, run_identity(model_cfg, train_cfg, importance, feature_probability)
-        )
+        base = {"train": dataclasses.asdict(train_cfg)}
+        _check_run_identity(directory, base if identity is None else identity)
         ckpt = Checkpointer(directory)
         state = ckpt.restore_or(state)
-    importance = jnp.asarray(importance, jnp.float32)
-    feature_probability = jnp.asarray(feature_probability, jnp.float32)
-    # steps and seed do not enter a chunk; dropping them lets runs of different lengths share
-    # one compiled program
-    chunk_cfg = dataclasses.replace(train_cfg, steps=train_cfg.steps_per_call, seed=0)
+    # A constant-lr chunk does not depend on steps or seed; dropping them lets runs of different
+    # lengths share one compiled program. A decaying schedule needs the total step count.
+    chunk_cfg = dataclasses.replace(train_cfg, seed=0)
+    if train_cfg.lr_schedule == "constant":
+        chunk_cfg = dataclasses.replace(chunk_cfg, steps=train_cfg.steps_per_call)
     start = int(state["step"])
     losses = None
     bar = tqdm(total=target, initial=min(start, target), desc=desc, disable=not progress,
                unit="step")
     try:
         while int(state["step"]) < target:
-            state, losses = train_chunk(state, importance, feature_probability, chunk_cfg)
+            state, losses = scan_chunk(state, data, loss_fn, chunk_cfg)
             step = int(state["step"])
             if ckpt is not None:
                 ckpt.save(step, state)

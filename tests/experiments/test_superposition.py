@@ -274,3 +274,20 @@ def test_cli_help_exits_cleanly(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "--fast" in capsys.readouterr().out
+
+
+def test_part_dimensionality_fast_end_to_end(tmp_path):
+    """``--part dimensionality --fast``: shares the fast uniform study's compiled chunk."""
+    out = tmp_path / "dim"
+    summary = main(["--part", "dimensionality", "--fast", "--no-progress", "--out", str(out)])
+    saved = json.loads((out / "summary.json").read_text())
+    ours = saved["ours"]
+    assert summary["ours"]["line_fractions"] == ours["line_fractions"]
+    assert set(ours["line_fractions"]) == {"3/4", "2/3", "1/2", "2/5", "3/8"}
+    assert sum(ours["line_fractions"].values()) <= 1.0 + 1e-9
+    assert ours["lines_held"] == sum(v >= 0.03 for v in ours["line_fractions"].values())
+    assert sum(s["represented"] for s in ours["per_sparsity"]) == ours["represented_features"]
+    assert [p["peak"] for p in ours["peak_geometry"]] == ours["dimensionality_peaks"]
+    assert "paper" in saved and saved["config"]["n_restarts"] == 2
+    for name in ("dimensionality", "dimensionality_peaks"):
+        assert (out / f"{name}.png").stat().st_size > 1000

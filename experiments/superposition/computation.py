@@ -1,0 +1,184 @@
+"""Computation in superposition: absolute value through a ReLU hidden layer.
+
+Model (one instance): ``h = ReLU(W1 x)``, ``y' = ReLU(W2 h + b)``, untied ``W1 [neuron,
+feature]``, ``W2 [feature, neuron]``, no hidden bias. Data: feature ``i`` is 0 with
+probability ``S``, otherwise U[-1, 1]; target ``y = |x|``; importance-weighted squared error
+(Elhage et al. 2022, "Computation in Superposition": n = 100, m = 40, ``I_i = 0.8^i``).
+
+``|x| = ReLU(x) + ReLU(-x)`` needs two neurons per feature, so without superposition m = 40
+neurons compute at most 20 features. A feature counts as *computed* when its relative error
+``E[(|x_i| - y'_i)^2] / E[x_i^2]`` is below 1/4: one neuron alone (``ReLU(x_i)``) leaves 1/2,
+so 1/4 needs the feature on both signs. More than m/2 computed features is computation in
+superposition. The weights are read per neuron after fixing the rescaling freedom (each hidden
+unit scaled so its largest input weight has magnitude 1, its output weights inversely).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .neurons import features_on_neurons, neuron_counts
+from .training import TrainConfig, train_with
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputationStudy:
+    """Sizes of the absolute-value study (defaults: the paper's n = 100, m = 40, 0.8^i)."""
+
+    n_features: int = 100
+    n_hidden: int = 40
+    importance_decay: float = 0.8
+    density: tuple[float, ...] = (1.0, 0.3, 0.1, 0.03, 0.01)
+    n_restarts: int = 2
+    computed_rel_error: float = 0.25
+    eval_batch: int = 32_768
+    train: TrainConfig = TrainConfig(steps=10_000, batch_size=512)
+
+    def __post_init__(self):
+        if not self.density or not all(0 < p <= 1 for p in self.density):
+            raise ValueError(f"density must be a non-empty tuple in (0, 1], got {self.density}")
+        if min(self.n_restarts, self.n_features, self.n_hidden) < 1:
+            raise ValueError("ComputationStudy sizes and n_restarts must be >= 1")
+
+    @property
+    def importance(self) -> np.ndarray:
+        return self.importance_decay ** np.arange(self.n_features)
+
+
+def init_abs_params(key, n_instances: int, n_features: int, n_hidden: int) -> dict:
+    """Xavier-normal ``W1``, ``W2`` per instance (std ``sqrt(2 / (n + m))``), zero bias."""
+    k1, k2 = jax.random.split(key)
+    std = math.sqrt(2.0 / (n_features + n_hidden))
+    return {
+        "W1": std * jax.random.normal(k1, (n_instances, n_hidden, n_features), jnp.float32),
+        "W2": std * jax.random.normal(k2, (n_instances, n_features, n_hidden), jnp.float32),
+        "b": jnp.zeros((n_instances, n_features), jnp.float32),
+    }
+
+
+def abs_forward(W1, W2, b, x):
+    """``ReLU(W2 ReLU(W1 x) + b)`` for a batch ``x`` ``[batch, feature]``."""
+    return jax.nn.relu(jax.nn.relu(x @ W1.T) @ W2.T + b[None, :])
+
+
+def sample_signed(key, probability, batch: int):
+    """Sparse features uniform on [-1, 1] when present (present with ``probability``)."""
+    k_on, k_val = jax.random.split(key)
+    on = jax.random.uniform(k_on, (batch, probability.shape[0])) < probability[None, :]
+    values = jax.random.uniform(k_val, (batch, probability.shape[0]), minval=-1.0, maxval=1.0)
+    return jnp.where(on, values, 0.0)
+
+
+def abs_losses(params, key, data, batch_size):
+    """Per-instance importance-weighted MSE against ``|x|`` (module-level: static under jit)."""
+    importance, probability = data
+    keys = jax.random.split(key, importance.shape[0])
+
+    def one(W1, W2, b, k, imp, prob):
+        x = sample_signed(k, prob, batch_size)
+        return jnp.mean(imp[None, :] * (jnp.abs(x) - abs_forward(W1, W2, b, x)) ** 2)
+
+    return jax.vmap(one)(params["W1"], params["W2"], params["b"], keys, importance, probability)
+
+
+@functools.partial(jax.jit, static_argnames="batch")
+def per_feature_error(params, keys, probability, batch: int):
+    """``[instance, feature]`` mean squared error against ``|x|`` and mean ``x^2``."""
+    def one(W1, W2, b, k, prob):
+        x = sample_signed(k, prob, batch)
+        err = (jnp.abs(x) - abs_forward(W1, W2, b, x)) ** 2
+        return err.mean(axis=0), (x**2).mean(axis=0)
+
+    return jax.vmap(one)(params["W1"], params["W2"], params["b"], keys, probability)
+
+
+def normalise_neurons(W1: np.ndarray, W2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scales hidden unit k by ``1 / max_i |W1[k, i]|`` in W1 and inversely in W2.
+
+    ``ReLU`` is positively homogeneous, so the model is unchanged (the paper's visual
+    convention). Dead units (all-zero W1 rows) are left as they are.
+    """
+    scale = np.abs(W1).max(axis=1)  # [neuron]
+    scale = np.where(scale > 1e-8, scale, 1.0)
+    return W1 / scale[:, None], W2 * scale[None, :]
+
+
+def asymmetric_neurons(W1: np.ndarray, W2: np.ndarray, ratio: float = 2.0) -> list[dict]:
+    """Neurons showing the asymmetric-superposition motif.
+
+    The motif (paper, "The Asymmetric Superposition Motif"): a neuron stores two features with
+    opposite signs and unequal magnitudes (e.g. 2 and -1/2) and reads them out with roughly
+    reciprocal output weights, so the weak feature's output weight is the larger one. Takes the
+    normalised weights of one model.
+    """
+    out = []
+    on = features_on_neurons(W1)
+    for k in range(W1.shape[0]):
+        feats = np.nonzero(on[k])[0]
+        if feats.size < 2:
+            continue
+        order = feats[np.argsort(-np.abs(W1[k, feats]))]
+        i, j = int(order[0]), int(order[1])
+        strong, weak = W1[k, i], W1[k, j]
+        if strong * weak < 0 and abs(strong) >= ratio * abs(weak) and \
+                abs(W2[j, k]) > abs(W2[i, k]):
+            out.append({"neuron": k, "strong": i, "weak": j, "w_in": [float(strong), float(weak)],
+                        "w_out": [float(W2[i, k]), float(W2[j, k])]})
+    return out
+
+
+def run_computation(study: ComputationStudy, out_dir=None, progress=True) -> dict:
+    """Trains the density x restart grid, keeps the best restart, counts computed features."""
+    n, m, P, R = study.n_features, study.n_hidden, len(study.density), study.n_restarts
+    importance = np.tile(study.importance[None, :], (P * R, 1)).astype(np.float32)
+    prob = np.repeat(np.repeat(np.asarray(study.density), R)[:, None], n, 1).astype(np.float32)
+    data = (jnp.asarray(importance), jnp.asarray(prob))
+    ckpt = None if out_dir is None else os.path.join(os.fspath(out_dir), "checkpoints",
+                                                     "computation")
+    state, _ = train_with(lambda k: init_abs_params(k, P * R, n, m), abs_losses, data,
+                          study.train, checkpoint_dir=ckpt,
+                          identity={"study": dataclasses.asdict(study)}, progress=progress,
+                          desc="computation: abs")
+    params = state["params"]
+    err = np.zeros((P * R, n))
+    sq = np.zeros((P * R, n))
+    for r in range(4):  # restarts of one density share samples
+        keys = jnp.repeat(jax.random.split(jax.random.PRNGKey(40_000 + r), P), R, axis=0)
+        e, q = per_feature_error(params, keys, data[1], study.eval_batch // 4)
+        err += np.asarray(e)
+        sq += np.asarray(q)
+    loss = (err * importance).mean(axis=1).reshape(P, R)
+    best = loss.argmin(axis=1)
+    pick = np.arange(P) * R + best
+    rel = (err / np.maximum(sq, 1e-12))[pick]  # [density feature]
+    computed = rel < study.computed_rel_error
+    W1, W2 = [], []
+    for p in pick:
+        a, c = normalise_neurons(np.asarray(params["W1"][p]), np.asarray(params["W2"][p]))
+        W1.append(a)
+        W2.append(c)
+    W1, W2 = np.stack(W1), np.stack(W2)
+    counts = [neuron_counts(w) for w in W1]
+    return {
+        "density": np.asarray(study.density),
+        "W1": W1,
+        "W2": W2,
+        "b": np.asarray(params["b"])[pick],
+        "relative_error": rel,
+        "computed": computed,
+        "n_computed": computed.sum(axis=1).tolist(),
+        "no_superposition_max": m // 2,
+        "superposition": (computed.sum(axis=1) > m // 2).tolist(),
+        "monosemantic": [c["monosemantic"] for c in counts],
+        "polysemantic": [c["polysemantic"] for c in counts],
+        "dead": [c["dead"] for c in counts],
+        "asymmetric": [asymmetric_neurons(a, c) for a, c in zip(W1, W2)],
+        "restart_losses": loss,
+    }
