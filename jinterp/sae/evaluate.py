@@ -75,7 +75,7 @@ def _token_losses(logits: Float[Array, "batch pos d_vocab"], tokens: Int[Array, 
     return ce, kl
 
 
-def _masked_mean(total: Array, count: Array) -> float:
+def _masked_mean(total: float, count: int) -> float:
     return float(total) / max(float(count), 1.0)
 
 
@@ -180,6 +180,6 @@ def _sae_stats(cfg: SAEConfig, sae_params: dict, x: Float[Array, "batch pos d_in
     return {
         "l0": jnp.sum(jnp.sum(f != 0, axis=-1) * w),
         "sq_err": jnp.sum(jnp.sum(jnp.square(x - x_hat), axis=-1) * w),
-        "var": jnp.sum(jnp.sum(jnp.square(x - mean), axis=-1) * w),
+        "var": jnp.sum(jnp.sum(jnp.square(x - mean[None, None]), axis=-1) * w),
         "fired": jnp.any((f != 0) & keep[..., None], axis=(0, 1)),
     }

@@ -109,7 +109,7 @@ def _sae_step(plan: SweepPlan, tcfg: TrainConfig, store: ActivationStore, key: s
     rows, store_state = pop_rows(store, store_state)
     x = rows[key].astype(jnp.float32)
     states, metrics = sweep_step(plan, tcfg, states, x)
-    var = jnp.mean(jnp.sum(jnp.square(x - jnp.mean(x, axis=0)), axis=-1))
+    var = jnp.mean(jnp.sum(jnp.square(x - jnp.mean(x, axis=0, keepdims=True)), axis=-1))
     mse_raw = metrics["mse"] / jnp.square(states[0].norm_scale[0])
     metrics = {**metrics, "mse_raw": mse_raw, "fvu": mse_raw / jnp.maximum(var, 1e-30)}
     return states, store_state, metrics
@@ -138,9 +138,21 @@ def _initial_states(plan: SweepPlan, store: ActivationStore, key: str, params, s
     if b_dec_init is not None:
         scaled = jnp.asarray(sample) * scale
         centre = geometric_median(scaled) if b_dec_init == "geometric_median" else scaled.mean(0)
-        states = tuple(s.replace(params={**s.params, "b_dec": jnp.broadcast_to(
-            centre.astype(s.params["b_dec"].dtype), s.params["b_dec"].shape)}) for s in states)
+        states = tuple(_with_b_dec(s, centre) for s in states)
     return {"sae": states, "store": store_state}
+
+
+def _with_b_dec(state, centre):
+    """A stacked sweep state with every instance's ``b_dec`` set to ``centre``.
+
+    (``replace`` would run the per-instance shape checks of ``TrainState.__init__`` on the
+    stacked ``[instance, ...]`` leaves; a rebuilt copy, as JAX makes, does not.)
+    """
+    new = jax.tree.map(lambda x: x, state)
+    b_dec = state.params["b_dec"]
+    object.__setattr__(new, "params", {**state.params, "b_dec": jnp.broadcast_to(
+        centre.astype(b_dec.dtype), b_dec.shape)})
+    return new
 
 
 def _rows_of(metrics: dict, first: int, n_instances: int) -> list[dict[str, Any]]:
