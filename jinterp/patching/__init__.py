@@ -7,6 +7,7 @@ same sites (:mod:`jinterp.patching.ablation`); the site table the sweeps and the
 methods share (:mod:`jinterp.patching.sites`). Metrics live in :mod:`jinterp.metrics`.
 """
 
+from jinterp.patching.ablation import ablation_sweep
 from jinterp.patching.activation import (
     act_patch,
     get_act_patch_attn_head_all_pos_every,
@@ -32,7 +33,8 @@ from jinterp.patching.sites import EVERY, SITES, Replace, Site, get_site, stack_
 from jinterp.patching.sweep import run_sweep
 
 __all__ = [
-    "EVERY", "SITES", "Replace", "Site", "act_patch", "get_act_patch_attn_head_all_pos_every",
+    "EVERY", "SITES", "Replace", "Site", "ablation_sweep", "act_patch",
+    "get_act_patch_attn_head_all_pos_every",
     "get_act_patch_attn_head_by_pos_every", "get_act_patch_attn_head_k_all_pos",
     "get_act_patch_attn_head_k_by_pos", "get_act_patch_attn_head_out_all_pos",
     "get_act_patch_attn_head_out_by_pos", "get_act_patch_attn_head_pattern_all_pos",

@@ -39,11 +39,12 @@ def check_tokens(tokens) -> tuple[int, int]:
     return shape
 
 
-def site_activations(model: HookedModel, site: Site, cache: Mapping, tokens,
-                     what: str) -> list[Float[Array, "..."]]:
-    """``cache``'s activation of ``site`` at every layer, checked against ``tokens``' shape.
+def site_activations(model: HookedModel, site: Site, cache: Mapping, batch: int | None,
+                     n_pos: int, what: str) -> list[Float[Array, "..."]]:
+    """``cache``'s activation of ``site`` at every layer, checked against ``[batch, n_pos]``.
 
     Args:
+        batch: the batch the activations must have (None: any).
         what: how the cache is called in errors (``"clean_cache"``).
     """
     names = [site.hook_name(layer) for layer in range(model.n_layers)]
@@ -54,11 +55,11 @@ def site_activations(model: HookedModel, site: Site, cache: Mapping, tokens,
             f"{what} lacks {missing[:3]}{more}, which site {site.name!r} patches. Cache "
             f"them: jinterp.run_with_cache(model, params, tokens, names=lambda n: "
             f"n.endswith({site.point!r})) (or names=None for every activation).")
-    batch, n_pos = check_tokens(tokens)
     axes = site.axes(model)
+    acts = [cache[n] for n in names]
+    batch = np.shape(acts[0])[0] if batch is None else batch
     want = tuple(batch if a == "batch" else n_pos if a in ("pos", "q_pos", "k_pos") else
                  model.dims.get(a, 1) for a in axes)
-    acts = [cache[n] for n in names]
     shape = tuple(np.shape(acts[0]))
     if shape != want:
         got_tokens = (shape[0], shape[axes.index("q_pos" if "q_pos" in axes else "pos")])
@@ -88,7 +89,8 @@ def act_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping
         ``[layer, *node_axes]`` (TransformerLens's shape for the same sweep), float32.
     """
     site = get_site(site)
-    sources = site_activations(model, site, clean_cache, corrupted_tokens, "clean_cache")
+    batch, n_pos = check_tokens(corrupted_tokens)
+    sources = site_activations(model, site, clean_cache, batch, n_pos, "clean_cache")
     return run_sweep(model, params, corrupted_tokens, site, sources, patching_metric,
                      chunk_size=chunk_size, devices=devices)
 

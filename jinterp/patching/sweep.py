@@ -100,11 +100,8 @@ def _rebuild(static, leaves):
                                         for d, s in zip(leaves, static_leaves)])
 
 
-@functools.partial(jax.jit, static_argnames=("model", "site", "layer", "n_nodes", "chunk",
-                                             "metric_static", "mesh"))
-def _layer_sweep(params, resid, source, metric_leaves, *, model, site, layer, n_nodes, chunk,
-                 metric_static, mesh):
-    metric = _rebuild(metric_static, metric_leaves)
+def _layer_sweep(params, resid, source, metric, *, model, site, layer, n_nodes, chunk, mesh):
+    """The metric of every node of ``site`` at ``layer`` patched, from ``resid`` at ``layer``."""
     n_pos = resid.shape[1]
 
     def one(index):
@@ -121,6 +118,18 @@ def _layer_sweep(params, resid, source, metric_leaves, *, model, site, layer, n_
     else:
         values = lax.map(jax.vmap(one), index)
     return values.reshape(-1)[:n_nodes].astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "site", "n_nodes", "chunk",
+                                             "metric_static", "mesh"))
+def _sweep(params, tokens, sources, metric_leaves, *, model, site, n_nodes, chunk,
+           metric_static, mesh):
+    metric = _rebuild(metric_static, metric_leaves)
+    resid = corrupted_resid(model, params, tokens)
+    rows = [_layer_sweep(params, resid[layer], sources[layer], metric, model=model, site=site,
+                         layer=layer, n_nodes=n_nodes, chunk=chunk, mesh=mesh)
+            for layer in range(model.n_layers)]
+    return jnp.stack(rows)
 
 
 def _mesh(devices: Sequence | None) -> Mesh | None:
@@ -153,18 +162,17 @@ def run_sweep(model: HookedModel, params, tokens, site: Site,
     check_chunk_size(chunk_size)
     batch, n_pos = np.shape(tokens)
     check_metric(model, metric, batch, n_pos)
-    resid = corrupted_resid(model, params, tokens)
     n_nodes = site.n_nodes(model, n_pos)
     mesh = _mesh(devices)
     chunk = n_nodes if chunk_size is None else min(int(chunk_size), n_nodes)
+    sources = list(sources)
     if mesh is not None:
         n_dev = mesh.devices.size
         chunk = n_dev * math.ceil(chunk / n_dev)
         replicated = NamedSharding(mesh, PartitionSpec())
-        params, resid, sources = jax.device_put((params, resid, list(sources)), replicated)
+        params, tokens, sources = jax.device_put((params, jnp.asarray(tokens), sources),
+                                                 replicated)
     leaves, static, treedef = split_leaves(metric)
-    rows = [_layer_sweep(params, resid[layer], sources[layer], leaves, model=model, site=site,
-                         layer=layer, n_nodes=n_nodes, chunk=chunk,
-                         metric_static=(treedef, static), mesh=mesh)
-            for layer in range(model.n_layers)]
-    return jnp.stack(rows).reshape(site.result_shape(model, n_pos))
+    rows = _sweep(params, tokens, sources, leaves, model=model, site=site, n_nodes=n_nodes,
+                  chunk=chunk, metric_static=(treedef, static), mesh=mesh)
+    return rows.reshape(site.result_shape(model, n_pos))
