@@ -153,7 +153,11 @@ class IteratorSource:
     """Re-batches an iterator of activation arrays (any leading shape) to fixed batches.
 
     Arrays of shape ``[..., d_in]`` (e.g. ``[batch, pos, d_model]`` straight from a model) are
-    flattened to rows and cut into ``[batch_size, d_in]`` batches, in order, without shuffling.
+    flattened to rows and cut into ``[batch_size, d_in]`` batches, in order, *without
+    shuffling*: consecutive rows of one document stay together in a batch. To train on a
+    model's activations, use :func:`jinterp.sae.train_on_model`, whose
+    :class:`~jinterp.sae.store.ActivationStore` mixes rows of many forward passes in a
+    shuffle buffer on the device; or shuffle the arrays before they reach this source.
 
     Resuming from step ``s`` re-creates the iterator (when ``make_iterator`` is a callable)
     and skips the first ``s`` batches, which is exact when the callable replays the same

@@ -7,6 +7,10 @@ batches), a tqdm progress bar, metrics to JSONL, orbax checkpoints every N steps
 resume (the data position is a function of the step, so a resumed run replays exactly the
 batches the uninterrupted one would have seen).
 
+The log's ``mse`` is in normalised units (see below); ``mse_raw`` and ``fvu`` (centred, per
+batch) are in the activations' own units. A run shorter than ``dead_after_tokens`` gets a dead
+window scaled to it, with a warning (:func:`~jinterp.sae.schedule.scaled_dead_window`).
+
 Input normalisation (Anthropic, April 2024): the trainer multiplies every batch by a constant
 ``s`` with ``E||s x||^2 = d_in``, so hyper-parameters such as the L1 coefficient transfer
 between layers and models. The returned parameters have ``s`` folded back in
@@ -33,7 +37,7 @@ from jinterp.sae import sharding as sharding_lib
 from jinterp.sae.architectures import Params
 from jinterp.sae.config import SAEConfig
 from jinterp.sae.data import ActivationSource, as_source
-from jinterp.sae.schedule import TrainConfig
+from jinterp.sae.schedule import TrainConfig, scaled_dead_window
 from jinterp.sae.train_step import TrainState, make_train_loop, make_train_step, train_state
 
 
@@ -181,6 +185,7 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
         raise ValueError(f"checkpoint_every={checkpoint_every} needs out_dir and must be a "
                          f"multiple of steps_per_call={steps_per_call}")
     tcfg = TrainConfig(total_steps=steps) if tcfg is None else tcfg
+    tcfg = scaled_dead_window(tcfg, cfg.dead_after_tokens, steps, batch_size)
     source = as_source(data, batch_size, seed=seed, d_in=cfg.d_in)
     if source.d_in != cfg.d_in:
         raise ValueError(f"data has d_in={source.d_in} but the SAE expects d_in={cfg.d_in}")
@@ -199,6 +204,7 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
         state = sharding_lib.shard_state(state, mesh)
     step_fn = make_train_step(cfg, tcfg, mesh=mesh)
     loop_fn = make_train_loop(cfg, tcfg, mesh=mesh) if steps_per_call > 1 else None
+    scale = float(state.norm_scale)  # one read: raw-unit metrics divide by its square
     bar = tqdm(total=steps, initial=start, disable=not progress, desc=f"SAE {cfg.architecture}")
     log = open(log_path, "a") if log_path else None
     try:
@@ -208,7 +214,7 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
                 metrics = jax.tree.map(lambda m: m[None], metrics)
             else:
                 state, metrics = loop_fn(state, _place(batches, mesh))
-            rows = _log_rows(metrics, first, log_every)
+            rows = _log_rows(metrics, first, log_every, _raw_units(batches, metrics, scale))
             history.extend(rows)
             if log is not None:
                 log.writelines(json.dumps(r) + "\n" for r in rows)
@@ -236,10 +242,20 @@ def _place(batches: np.ndarray, mesh: jax.sharding.Mesh | None) -> jax.Array:
     return sharding_lib.shard_batch(batches, mesh)
 
 
-def _log_rows(metrics: dict[str, Array], first: int,
-              log_every: int) -> list[dict[str, float | int]]:
+def _raw_units(batches: np.ndarray, metrics: dict[str, Array],
+               scale: float) -> dict[str, np.ndarray]:
+    """``mse_raw`` (the step's MSE in the activations' own units; ``mse`` is in normalised
+    units, inputs scaled so E||x||^2 = d_in) and ``fvu`` (centred, per batch), ``[n_steps]``."""
+    x = batches.astype(np.float64)
+    var = np.mean(np.sum(np.square(x - x.mean(axis=1, keepdims=True)), axis=-1), axis=-1)
+    mse_raw = np.asarray(jax.device_get(metrics["mse"]), np.float64).reshape(-1) / scale ** 2
+    return {"mse_raw": mse_raw, "fvu": mse_raw / np.maximum(var, 1e-30)}
+
+
+def _log_rows(metrics: dict[str, Array], first: int, log_every: int,
+              extra: dict[str, np.ndarray] | None = None) -> list[dict[str, float | int]]:
     """One JSON-ready row per logged step of a chunk of stacked ``[n_steps]`` metrics."""
-    host = _scalar_metrics(metrics)
+    host = {**_scalar_metrics(metrics), **(extra or {})}
     n = len(next(iter(host.values())))
     rows = []
     for i in range(n):

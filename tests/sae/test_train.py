@@ -276,3 +276,11 @@ def test_train_normalises_inits_b_dec_and_folds(tmp_path):
     np.testing.assert_allclose(f_raw, f, rtol=1e-4, atol=1e-4)
     losses = [r["mse"] for r in result.history]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])  # it learns
+    # mse is in normalised units; mse_raw and fvu are the first batch's, in raw units
+    batch0 = next(ArraySource(data, 16, seed=4).batches(0))
+    x_hat, _ = arch.forward(TRAIN_CFG, fold_norm_scale(TRAIN_CFG, fresh.params, scale), batch0)
+    raw = np.mean(np.sum((batch0 - np.asarray(x_hat)) ** 2, -1))
+    assert result.history[0]["mse_raw"] == pytest.approx(raw, rel=1e-4)
+    assert result.history[0]["mse"] == pytest.approx(raw * scale ** 2, rel=1e-4)
+    var = np.mean(np.sum((batch0 - batch0.mean(0)) ** 2, -1))
+    assert result.history[0]["fvu"] == pytest.approx(raw / var, rel=1e-4)
