@@ -273,6 +273,38 @@ class GPT2(HookedModel):
         b_U = params["unembed"].get("b_U")
         return logits if b_U is None else logits + b_U[None, None]
 
+    # ---------------------------------------------------------------------------- reading
+    # What jinterp's readers (jinterp.readout, jinterp.weights, cache decompositions) need to
+    # know about the port without importing it; documented in docs/reading.md.
+    norm_offset = False  # the norm scale is w itself (Gemma's is 1 + w)
+    final_softcap = None  # no soft-cap on the logits
+
+    @property
+    def normalization(self) -> str | None:
+        """What ln1 / ln2 / ln_final compute: ``"layernorm"``, or None for no norms."""
+        return "layernorm" if self.config.normalization is Norm.LAYERNORM else None
+
+    def unembed_weights(self, params: dict) -> tuple[Array, Array | None]:
+        """``(W_U [d_model, d_vocab], b_U [d_vocab] or None)``; tied models read ``W_E.T``."""
+        if self.config.tied_embeddings:
+            return params["embed"]["W_E"].T, None
+        return params["unembed"]["W_U"], params["unembed"].get("b_U")
+
+    def final_norm(self, params: dict, resid: Float[Array, "batch pos d_model"]
+                   ) -> Float[Array, "batch pos d_model"]:
+        """``ln_final`` with its weight and bias (the identity without norms)."""
+        return self._norm(params.get("ln_final"), resid, "ln_final", lambda _, x: x)
+
+    def untied(self, bias: bool = False) -> GPT2:
+        """This model with its own ``unembed.W_U`` (and ``unembed.b_U`` with ``bias``).
+
+        Weight processing needs it: centring ``W_E`` or folding ``ln_final`` into the
+        unembedding breaks the tie.
+        """
+        config = dataclasses.replace(self.config, tied_embeddings=False,
+                                     unembed_bias=bias or self.config.unembed_bias)
+        return dataclasses.replace(self, config=config)
+
     def _norm(self, p: dict | None, x: Float[Array, "batch pos d_model"], name: str, hook):
         if self.config.normalization is Norm.NONE:
             return x

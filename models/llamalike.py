@@ -353,5 +353,44 @@ class LlamaLike(HookedModel):
             logits = resid @ params["unembed"]["W_U"]  # batch pos d_vocab
         return soft_cap(logits, c.final_softcap) if c.final_softcap else logits
 
+    # ---------------------------------------------------------------------------- reading
+    # What jinterp's readers (jinterp.readout, jinterp.weights, cache decompositions) need to
+    # know about the port without importing it; documented in docs/reading.md.
+    normalization = "rmsnorm"  # ln1 / ln2 / ln_final (and post / q / k norms) are RMSNorms
+
+    @property
+    def norm_offset(self) -> bool:
+        """Whether a norm's scale is ``1 + w`` (Gemma) rather than ``w``."""
+        return self.core.norm_offset
+
+    @property
+    def final_softcap(self) -> float | None:
+        """Gemma 2 / 3's ``cap * tanh(logits / cap)`` on the logits; None when off."""
+        return self.core.final_softcap
+
+    def unembed_weights(self, params: dict) -> tuple[Array, None]:
+        """``(W_U [d_model, d_vocab], None)``: no family has an unembedding bias."""
+        if self.core.tied_embeddings:
+            return params["embed"]["W_E"].T, None
+        return params["unembed"]["W_U"], None
+
+    def final_norm(self, params: dict, resid: Float[Array, "batch pos d_model"]
+                   ) -> Float[Array, "batch pos d_model"]:
+        """``ln_final`` with its weight (RMSNorm; Gemma's scale ``1 + w``)."""
+        c = self.core
+        return rms_norm(resid, params["ln_final"]["w"], c.rms_eps, c.norm_offset, "ln_final",
+                        lambda _, x: x)
+
+    def untied(self, bias: bool = False) -> LlamaLike:
+        """This model with its own ``unembed.W_U`` (weight processing breaks the tie).
+
+        The result is a plain :class:`LlamaLike` over the same core config (same forward, same
+        names). RMSNorm has no bias, so there is never an unembedding bias to add.
+        """
+        if bias:
+            raise ValueError("Llama-like models have no unembedding bias (RMSNorm has no bias "
+                             "to fold into one); call untied() without bias.")
+        return LlamaLike(dataclasses.replace(self.core, tied_embeddings=False))
+
 
 _jitted_init = jax.jit(LlamaLike._init, static_argnums=0)
