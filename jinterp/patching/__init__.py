@@ -29,6 +29,7 @@ from jinterp.patching.activation import (
     get_act_patch_resid_mid,
     get_act_patch_resid_pre,
 )
+from jinterp.patching.attr_api import *  # noqa: F403 (get_attr_patch_*, path patching, EAP)
 from jinterp.patching.sites import EVERY, SITES, Replace, Site, get_site, stack_every
 from jinterp.patching.sweep import run_sweep
 
