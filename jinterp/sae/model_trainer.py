@@ -115,23 +115,10 @@ def _sae_step(plan: SweepPlan, tcfg: TrainConfig, store: ActivationStore, key: s
     return states, store_state, metrics
 
 
-def _fill(store: ActivationStore, params, state: StoreState, fill: int, next_batch: int,
-          need: int) -> tuple[StoreState, int, int]:
-    """Pushes until the next pop of ``need`` rows leaves the buffer well mixed."""
-    while store.needs_push(fill) or fill < need:
-        if not store.needs_push(fill):
-            raise ValueError(f"the buffer of {store.capacity} rows cannot hold a batch of {need} "
-                             "rows: raise buffer_batches.")
-        tokens = store.source.batch(next_batch)
-        state = store.push(params, state, jnp.asarray(tokens))
-        fill, next_batch = fill + store.kept(tokens), next_batch + 1
-    return state, fill, next_batch
-
-
 def _initial_states(plan: SweepPlan, store: ActivationStore, key: str, params, seeds, lrs,
                     tcfg: TrainConfig, normalize: bool, b_dec_init: str | None):
     """Fresh sweep states (normalisation and ``b_dec`` from the first full buffer) and store."""
-    store_state, fill, nb = _fill(store, params, store.init(), 0, 0, store.batch_size)
+    store_state, fill, _ = store.fill(params, store.init(), 0, 0)
     sample = np.asarray(jax.device_get(store_state.rows[key]))[:fill]
     scale = estimate_norm_scale(sample) if normalize else 1.0
     states = sweep_state(plan, seeds, lr=lrs, tcfg=tcfg, norm_scale=scale)
@@ -261,8 +248,7 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
     first_pending = start + 1
     try:
         for step in range(start, steps):
-            store_state, fill, next_batch = _fill(store, params, state["store"], fill,
-                                                  next_batch, batch_size)
+            store_state, fill, next_batch = store.fill(params, state["store"], fill, next_batch)
             sae_states, store_state, metrics = _sae_step(plan, tcfg, store, key, state["sae"],
                                                          store_state)
             state = {"sae": sae_states, "store": store_state}

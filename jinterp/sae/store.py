@@ -223,17 +223,27 @@ class ActivationStore:
         """Push before the next pop while a whole forward still fits (keeps the buffer full)."""
         return fill + self.push_rows <= self.capacity
 
-    def next_batch(self, params, state: StoreState, fill: int, next_batch: int
-                   ) -> tuple[dict[str, Float[Array, "batch d"]], StoreState, int, int]:
-        """Pushes as needed, then pops one batch; ``fill`` / ``next_batch`` are the host's
-        mirrors of the state's (returned updated), so nothing is read back from the device."""
+    def fill(self, params, state: StoreState, fill: int, next_batch: int
+             ) -> tuple[StoreState, int, int]:
+        """Pushes until the next pop leaves the buffer well mixed (as full as a forward allows).
+
+        ``fill`` / ``next_batch`` are the host's mirrors of the state's (returned updated):
+        the host counts the kept positions of each token batch itself, so nothing is read back
+        from the device and the pushes are dispatched asynchronously.
+        """
         while self.needs_push(fill) or fill < self.batch_size:
+            if not self.needs_push(fill):
+                raise ValueError(f"the buffer of {self.capacity} rows cannot hold a batch of "
+                                 f"{self.batch_size} rows: raise buffer_batches.")
             tokens = self.source.batch(next_batch)
             state = self.push(params, state, jnp.asarray(tokens))
             fill, next_batch = fill + self.kept(tokens), next_batch + 1
-            if fill + self.push_rows > self.capacity and fill < self.batch_size:
-                raise ValueError(f"the buffer of {self.capacity} rows cannot hold a batch of "
-                                 f"{self.batch_size}; raise buffer_batches.")
+        return state, fill, next_batch
+
+    def next_batch(self, params, state: StoreState, fill: int, next_batch: int
+                   ) -> tuple[dict[str, Float[Array, "batch d"]], StoreState, int, int]:
+        """:meth:`fill`, then :meth:`pop`: ``(batch, state, fill, next_batch)``."""
+        state, fill, next_batch = self.fill(params, state, fill, next_batch)
         batch, state = self.pop(state)
         return batch, state, fill - self.batch_size, next_batch
 
