@@ -95,9 +95,11 @@ __all__ += [
 ]
 
 # Real models: token sources, the activation store, training on a model, splicing, evaluation,
-# files. (modules: sources.py, store.py, model_trainer.py, splice.py, evaluate.py, io.py;
+# files, the disk cache. (modules: sources.py, store.py, model_trainer.py, splice.py,
+# evaluate.py, io.py, disk_cache.py;
 # ``python -m jinterp.sae.train`` is the command line.)
 from jinterp.sae import io, sources  # noqa: E402
+from jinterp.sae.disk_cache import cache_activations, cached_arrays  # noqa: E402
 from jinterp.sae.evaluate import evaluate  # noqa: E402
 from jinterp.sae.io import LoadedSAE, load_gemma_scope, load_saelens, save_saelens  # noqa: E402
 from jinterp.sae.model_trainer import ModelTrainResult, train_on_model  # noqa: E402
@@ -120,6 +122,8 @@ __all__ += [
     "SyntheticTokenSource",
     "TokenArraySource",
     "TokenSource",
+    "cache_activations",
+    "cached_arrays",
     "evaluate",
     "io",
     "load_gemma_scope",
