@@ -90,7 +90,8 @@ def evaluate(model: HookedModel, params, cfg: SAEConfig, sae_params: dict, hook_
         hook_name: where it reads and writes (``name:h`` selects head ``h`` of a per-head
             point, as ``head=h``).
         tokens: held-out token ids ``[batch, pos]`` (at least two positions).
-        batch_size: sequences per forward pass.
+        batch_size: sequences per forward pass (one dividing ``len(tokens)`` avoids compiling
+            a second program for a shorter last batch).
         head: one head of an ``attn.hook_z``-like point (None: all heads flattened).
         exclude_ids: token ids whose positions neither get the SAE nor count (BOS, padding).
 

@@ -278,8 +278,7 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
             ckpt.close()
     folded = _folded(plan, state["sae"])
     if out_dir is not None:
-        _write_outputs(out_dir, configs, folded, history, evals, hook, source,
-                       exclude_ids, metadata)
+        _write_outputs(out_dir, configs, folded, history, evals, hook, source, metadata)
     return ModelTrainResult(configs=configs, params=folded, history=history, evals=evals,
                             state=state)
 
@@ -299,12 +298,12 @@ def _append(out_dir: str | None, name: str, rows: list[dict]) -> None:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def _write_outputs(out_dir: str, configs, folded, history, evals, hook, source, exclude_ids,
+def _write_outputs(out_dir: str, configs, folded, history, evals, hook, source,
                    metadata) -> None:
     """SAELens files with the hook name, the figure and summary.json."""
-    bos_id = getattr(source, "bos_id", None)
+    bos = getattr(source, "prepend_bos", None)
     meta = {"hook_name": as_hook_spec(hook).name, "context_size": source.seq_len,
-            "prepend_bos": bos_id is not None or bool(exclude_ids),
+            **({} if bos is None else {"prepend_bos": bool(bos)}),
             **({} if as_hook_spec(hook).head is None else
                {"hook_head_index": as_hook_spec(hook).head}), **(metadata or {})}
     dirs = []

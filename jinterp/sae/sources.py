@@ -68,11 +68,14 @@ class TokenArraySource:
         d_vocab: the model's vocabulary size; ids outside ``[0, d_vocab)`` raise here.
         held_out: the last this-many sequences are not trained on (see :meth:`held_out_tokens`).
         shuffle: visit sequences in a seeded permutation per epoch (else in file order).
+        prepend_bos: whether every sequence starts with BOS (recorded in the SAE's SAELens
+            metadata; None: unknown, not recorded).
     """
 
     def __init__(self, tokens: np.ndarray | str | os.PathLike, batch_size: int, *,
                  seq_len: int | None = None, seed: int = 0, d_vocab: int | None = None,
-                 held_out: int = 0, shuffle: bool = True):
+                 held_out: int = 0, shuffle: bool = True, prepend_bos: bool | None = None):
+        self.prepend_bos = prepend_bos
         where = "the token array"
         if isinstance(tokens, (str, os.PathLike)):
             where = f"token file {os.fspath(tokens)!r}"
@@ -132,6 +135,7 @@ class SyntheticTokenSource:
             raise ValueError(f"low={low} must lie in [0, d_vocab={d_vocab}).")
         self.d_vocab, self.batch_size, self.seq_len = d_vocab, batch_size, seq_len
         self.seed, self.bos_id, self.low = seed, bos_id, low
+        self.prepend_bos = bos_id is not None
 
     def batch(self, index: int) -> Int[np.ndarray, "batch pos"]:
         rng = np.random.default_rng([self.seed, int(index)])
@@ -183,4 +187,5 @@ def text_source(paths: str | os.PathLike | Sequence[str | os.PathLike], tokenize
     for f in files:
         with open(f, encoding="utf-8") as fh:
             texts.append(fh.read())
-    return TokenArraySource(pack_texts(tokenizer, texts, seq_len), batch_size, **kwargs)
+    return TokenArraySource(pack_texts(tokenizer, texts, seq_len), batch_size,
+                            prepend_bos=bool(tokenizer.prepend_bos), **kwargs)
