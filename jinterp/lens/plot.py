@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from jinterp.probes.plot import pyplot  # matplotlib on Agg, imported on first use
 
 
 def plot_tuned_lens(history: dict, summary: dict, path: str) -> None:
     """Writes a three-panel PNG: KL by layer, next-token loss by layer, KL during training."""
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     layers = np.arange(len(summary["logit_kl"]))
     for key, label in (("logit", "logit lens"), ("tuned", "tuned lens")):
@@ -29,3 +28,4 @@ def plot_tuned_lens(history: dict, summary: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jinterp.probes.fit import ProbeResult  # noqa: E402
+from jinterp.probes.fit import ProbeResult
 
 
 def plot_probe_scores(result: ProbeResult, path: str, *, pos: int = -1,
                       title: str = "probe") -> None:
     """Writes a PNG: scores by layer at position ``pos`` (train, test, control, chance) and a
     layer x position heat map of the test score."""
+    plt = pyplot()
     test, train = np.asarray(result.test_score), np.asarray(result.train_score)
     layers = np.arange(test.shape[0])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -33,3 +30,14 @@ def plot_probe_scores(result: ProbeResult, path: str, *, pos: int = -1,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend, imported on first use (importing this package
+    does not pay for matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
