@@ -137,6 +137,26 @@ def _mesh(devices: Sequence | None) -> Mesh | None:
     return Mesh(np.array(devices), ("sweep",)) if len(devices) > 1 else None
 
 
+def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices):
+    check_chunk_size(chunk_size)
+    batch, n_pos = np.shape(tokens)
+    check_metric(model, metric, batch, n_pos)
+    n_nodes = site.n_nodes(model, n_pos)
+    mesh = _mesh(devices)
+    chunk = n_nodes if chunk_size is None else min(int(chunk_size), n_nodes)
+    sources = list(sources)
+    if mesh is not None:
+        n_dev = mesh.devices.size
+        chunk = n_dev * math.ceil(chunk / n_dev)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        params, tokens, sources = jax.device_put((params, jnp.asarray(tokens), sources),
+                                                 replicated)
+    leaves, static, treedef = split_leaves(metric)
+    static_args = dict(model=model, site=site, n_nodes=n_nodes, chunk=chunk,
+                       metric_static=(treedef, static), mesh=mesh)
+    return (params, tokens, sources, leaves), static_args
+
+
 def run_sweep(model: HookedModel, params, tokens, site: Site,
               sources: Sequence[Float[Array, "..."]], metric: MetricFn, *,
               chunk_size: int | None = None, devices: Sequence | None = None
@@ -159,20 +179,17 @@ def run_sweep(model: HookedModel, params, tokens, site: Site,
     Returns:
         ``site.result_shape(model, n_pos)``: the metric of each patched run (float32).
     """
-    check_chunk_size(chunk_size)
-    batch, n_pos = np.shape(tokens)
-    check_metric(model, metric, batch, n_pos)
-    n_nodes = site.n_nodes(model, n_pos)
-    mesh = _mesh(devices)
-    chunk = n_nodes if chunk_size is None else min(int(chunk_size), n_nodes)
-    sources = list(sources)
-    if mesh is not None:
-        n_dev = mesh.devices.size
-        chunk = n_dev * math.ceil(chunk / n_dev)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        params, tokens, sources = jax.device_put((params, jnp.asarray(tokens), sources),
-                                                 replicated)
-    leaves, static, treedef = split_leaves(metric)
-    rows = _sweep(params, tokens, sources, leaves, model=model, site=site, n_nodes=n_nodes,
-                  chunk=chunk, metric_static=(treedef, static), mesh=mesh)
-    return rows.reshape(site.result_shape(model, n_pos))
+    args, static_args = _prepare(model, params, tokens, site, sources, metric, chunk_size,
+                                 devices)
+    rows = _sweep(*args, **static_args)
+    return rows.reshape(site.result_shape(model, np.shape(tokens)[1]))
+
+
+def lower_sweep(model: HookedModel, params, tokens, site: Site,
+                sources: Sequence[Float[Array, "..."]], metric: MetricFn, *,
+                chunk_size: int | None = None, devices: Sequence | None = None
+                ) -> jax.stages.Lowered:
+    """The program :func:`run_sweep` runs, for inspection (``.compile()``, memory, HLO)."""
+    args, static_args = _prepare(model, params, tokens, site, sources, metric, chunk_size,
+                                 devices)
+    return _sweep.lower(*args, **static_args)

@@ -13,6 +13,7 @@ from reference import loop_sweep, patch_hooks
 
 import jinterp
 from jinterp import metrics, patching
+from jinterp.patching import activation
 
 N_POS = 5
 CASES = [("gpt2", "resid_pre"), ("gpt2", "attn_head_pattern_dest_src_pos"),
@@ -49,19 +50,26 @@ def test_sweep_equals_loop(name, site):
         assert got.shape[-1] == model.dims["n_kv_heads"] < model.dims["n_heads"]
 
 
-def test_head_every_on_gqa_repeats_kv_heads_over_their_group():
-    model, params, corrupted, clean_cache, corrupted_cache, metric = setup("llama")
-    every = np.asarray(patching.get_act_patch_attn_head_all_pos_every(
-        model, params, corrupted, clean_cache, metric))
-    n_heads, n_kv = model.dims["n_heads"], model.dims["n_kv_heads"]
-    assert every.shape == (5, model.n_layers, n_heads)
-    sites = ("attn_head_out_all_pos", "attn_head_q_all_pos", "attn_head_k_all_pos",
-             "attn_head_v_all_pos", "attn_head_pattern_all_pos")
-    for i, site in enumerate(sites):
-        want = loop("llama", site, clean_cache, corrupted_cache)
-        if i in (2, 3):  # kv heads: head h of the result reads kv head h // group
-            want = np.repeat(want, n_heads // n_kv, axis=1)
-        np.testing.assert_allclose(every[i], want, atol=2e-5)
+def test_every_functions_stack_their_sites_in_transformer_lens_order(monkeypatch):
+    model, _ = family("llama")  # 4 query heads, 2 kv heads
+    calls = []
+
+    def fake(model, params, tokens, cache, metric, site, **kw):  # each site's index as values
+        calls.append(site)
+        shape = patching.get_site(site).result_shape(model, N_POS)
+        return float(len(calls) - 1) + jnp.broadcast_to(jnp.arange(shape[-1]), shape)
+
+    monkeypatch.setattr(activation, "act_patch", fake)
+    for every, shape in (("block_every", (3, 3, N_POS)), ("attn_head_all_pos_every", (5, 3, 4)),
+                         ("attn_head_by_pos_every", (5, 3, N_POS, 4))):
+        calls.clear()
+        out = np.asarray(getattr(patching, f"get_act_patch_{every}")(
+            model, None, np.zeros((2, N_POS), int), {}, lambda logits: logits.sum()))
+        assert calls == list(patching.EVERY[every]) and out.shape == shape
+        np.testing.assert_array_equal(out[:, 0].reshape(len(calls), -1)[:, 0],
+                                      np.arange(len(calls)))
+        if every != "block_every":  # kv rows: kv head h // 2 serves query head h
+            np.testing.assert_array_equal(out[2, 0, ..., 1] - out[2, 0, ..., 0], 0.0)
 
 
 def test_chunked_equals_unchunked_and_noising_swaps_arguments():
