@@ -131,7 +131,7 @@ def _resid_into(cache, layer: int, n_layers: int, what: str) -> Array:
 def apply_ln_to_stack(cache, residual_stack: Stack, layer: int | None = None,
                       mlp_input: bool = False, pos_slice=None, batch_slice=None,
                       has_batch_dim: bool = True, recompute_ln: bool = False, *, model=None,
-                      params=None) -> Stack:
+                      params=None) -> Float[Array, "n ... d_model"]:
     """Each component's share of the normalised input of ``layer`` (cached scale), or with
     ``recompute_ln`` at the final layer the final norm applied to each component itself."""
     norm = _norm_type(model, "apply_ln_to_stack")

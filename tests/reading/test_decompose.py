@@ -47,7 +47,7 @@ def test_accumulated_resid_and_the_logit_lens(run):
         cache.accumulated_resid(apply_ln=True, model=model)
 
 
-def test_full_decomposition_is_exact_and_heads_match_hook_result(run):
+def test_full_decomposition_is_exact_and_heads_add_up_to_attn_out(run):
     model, params, _, cache = run
     if "ln1_post.hook_scale" in model.block_points:
         with pytest.raises(ValueError, match="post-norms"):
@@ -58,10 +58,12 @@ def test_full_decomposition_is_exact_and_heads_match_hook_result(run):
         target = (cache["blocks.1.hook_resid_mid"] if mlp_input
                   else cache[f"blocks.{model.n_layers - 1}.hook_resid_post"])
         np.testing.assert_allclose(stack.sum(0), target, atol=1e-4)
-    _, with_result = jinterp.run_with_cache(model, params, tokens(),
-                                            names=lambda n: n.endswith("hook_result"))
-    np.testing.assert_allclose(cache.stack_head_results(pos_slice=[0, 3], params=params),
-                               with_result.stack_head_results(pos_slice=[0, 3]), atol=1e-5)
+    # Without attn.hook_result cached, heads are z @ W_O: per layer they add up to attn_out.
+    heads = cache.stack_head_results(pos_slice=[0, 3], params=params).reshape(
+        model.n_layers, -1, 2, 2, model.d_model).sum(1)
+    b_O = params["blocks"]["attn"]["b_O"][:, None, None]
+    np.testing.assert_allclose(heads + b_O, cache.stack("hook_attn_out")[:, :, [0, 3]],
+                               atol=1e-5)
     neurons = cache.stack_neuron_results(1, neuron_slice=(2, 6), params=params, model=model)
     w_out = params["blocks"]["mlp"]["W_out"][0, 2:6]
     expected = cache["blocks.0.mlp.hook_post"][..., 3:4] * w_out[1][None, None]

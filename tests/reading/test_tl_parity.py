@@ -1,4 +1,5 @@
-"""Same numbers as TransformerLens on the same GPT-2 weights (runs where TL is importable)."""
+"""Same numbers as TransformerLens 3.x on the same weights, GPT-2 and Llama (GQA, RMSNorm,
+RoPE, attention biases); runs where transformer_lens is importable."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import jinterp
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformer_lens")
-from tl_bridge import tl_gpt2  # noqa: E402
+from tl_bridge import tl_gpt2, tl_llama  # noqa: E402
 
 CALLS = [("accumulated_resid", dict(apply_ln=True)),
          ("accumulated_resid", dict(layer=2, incl_mid=True, apply_ln=True, pos_slice=-1)),
@@ -19,11 +20,13 @@ CALLS = [("accumulated_resid", dict(apply_ln=True)),
                                                apply_ln=True))]
 
 
-def test_decompositions_logit_attrs_and_processing_match_transformer_lens():
-    model, params = family("gpt2")
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_decompositions_logit_attrs_and_processing_match_transformer_lens(name):
+    model, params = family(name)
+    twin = {"gpt2": tl_gpt2, "llama": tl_llama}[name]
     toks = tokens()
     _, cache = jinterp.run_with_cache(model, params, toks)
-    tl = tl_gpt2(model, params)
+    tl = twin(model, params)
     _, tl_cache = tl.run_with_cache(torch.tensor(toks))
     for name, kw in CALLS:
         ours, labels = getattr(cache, name)(**kw, return_labels=True, model=model, params=params)
@@ -39,7 +42,7 @@ def test_decompositions_logit_attrs_and_processing_match_transformer_lens():
     flags = dict(fold_ln=True, center_writing_weights=True, center_unembed=True,
                  fold_value_biases=True, refactor_factored_attn_matrices=False)
     m2, p2 = jinterp.weights.process(model, params, **flags)
-    tlp = tl_gpt2(model, params, flags)
+    tlp = twin(model, params, flags)
     logits, c2 = jinterp.run_with_cache(m2, p2, toks)
     tl_logits, tc2 = tlp.run_with_cache(torch.tensor(toks))
     np.testing.assert_allclose(logits, tl_logits.detach().numpy(), atol=1e-5)
@@ -49,4 +52,5 @@ def test_decompositions_logit_attrs_and_processing_match_transformer_lens():
                                        err_msg=name)
     sd = tlp.state_dict()
     np.testing.assert_allclose(p2["blocks"]["attn"]["W_Q"][1], sd["blocks.1.attn.W_Q"], atol=1e-6)
-    np.testing.assert_allclose(p2["unembed"]["b_U"], sd["unembed.b_U"], atol=1e-6)
+    np.testing.assert_allclose(p2["blocks"]["attn"]["b_O"][1], sd["blocks.1.attn.b_O"], atol=1e-6)
+    np.testing.assert_allclose(p2["unembed"]["W_U"], sd["unembed.W_U"], atol=1e-6)
