@@ -1,9 +1,8 @@
 """Splicing an SAE into a model: the activation is replaced by its reconstruction.
 
 ``jinterp.sae.splice(cfg, params)`` is an :class:`~jinterp.interventions.Intervention`, so it
-goes wherever a hook goes (``run_with_hooks``, ``run_with_cache``, patching, ``At``, generation)
-and is a pytree: ``jax.grad`` reaches the SAE's parameters through it and a batch of SAEs is a
-``vmap`` over its leaves.
+goes wherever a hook goes (``run_with_hooks``, ``run_with_cache``, lists of hooks) and is a
+pytree whose leaves are the SAE's parameters: ``jax.grad`` reaches them through it.
 
 With ``error_term=True`` the output is ``x_hat + stop_gradient(x - x_hat)``: the forward pass is
 exactly the clean one, but gradients (attribution to latents) flow through the SAE, as
