@@ -83,7 +83,7 @@ def test_k_sparse_probe_finds_the_planted_neuron_and_multiclass_per_token_labels
     rng, acts = _noise(2)
     y = rng.integers(0, 2, N)
     acts[1, :, 2, 5] += 1.5 * (2 * y - 1)  # neuron 5, layer 1, position 2
-    r = probes.fit_probes(acts, y, probes.ProbeConfig(k=1, steps=30))
+    r = probes.fit_probes(acts, y, probes.ProbeConfig(k=1, method="adam", lr=0.1, steps=100))
     assert int(r.features[1, 2, 0]) == 5 and r.test_score[1, 2] > 0.9
     assert np.count_nonzero(np.asarray(r.W[1, 2])) == 1
     assert np.delete(np.asarray(r.test_score), P + 2).max() < 0.7

@@ -1,6 +1,8 @@
 """Steering vectors vs per-layer reads of a full cache; steering and ActAdd vs plain function
 hooks; directional ablation removes the direction everywhere and the orthogonalised weights
-give the hooked model's logits (GPT-2 and Llama with every bias), or refuse where they can't."""
+give the hooked model's logits (GPT-2 with every bias, Llama), or refuse where they can't."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +26,8 @@ def test_diff_in_means_and_caa_match_a_full_cache_read_layer_by_layer():
         want = cp[name][:, -1].mean(0) - cn[name][:, -1].mean(0)
         np.testing.assert_allclose(got[layer], want, atol=1e-5)
     np.testing.assert_allclose(steering.caa_vectors(model, params, pos_t, neg_t), got)
-    avg = steering.diff_in_means(model, params, pos_t, neg_t, point="hook_resid_post", pos=None)
-    want = cp["blocks.1.hook_resid_post"].mean((0, 1)) - cn["blocks.1.hook_resid_post"].mean((0, 1))
+    avg = steering.diff_in_means(model, params, pos_t, neg_t, pos=None)
+    want = cp["blocks.1.hook_resid_pre"].mean((0, 1)) - cn["blocks.1.hook_resid_pre"].mean((0, 1))
     np.testing.assert_allclose(avg[1], want, atol=1e-5)
 
 
@@ -52,7 +54,8 @@ def test_actadd_adds_the_pair_difference_at_the_front_of_the_prompt():
     model, params = family("gpt2")
     plus, minus = tokens(batch=1, pos=3, seed=4), tokens(batch=1, pos=3, seed=5)
     v = steering.actadd_vector(model, params, plus, minus, layer=1)
-    _, cache = jinterp.run_with_cache(model, params, np.concatenate([plus, minus]))
+    _, cache = jinterp.run_with_cache(model, params, np.concatenate([plus, minus]),
+                                      names=["blocks.1.hook_resid_pre"])
     np.testing.assert_allclose(v, cache["blocks.1.hook_resid_pre"][0]
                                - cache["blocks.1.hook_resid_pre"][1], atol=1e-6)
     toks = tokens(batch=2, pos=8)
@@ -67,39 +70,40 @@ def test_actadd_adds_the_pair_difference_at_the_front_of_the_prompt():
 
 
 def _untied(kind):
-    if kind == "gpt2":
-        model = models.GPT2(models.GPT2Config(n_layers=2, d_model=16, n_heads=2, d_head=8,
-                                              d_mlp=24, d_vocab=31, n_ctx=8,
-                                              tied_embeddings=False, unembed_bias=True))
-    else:
-        model = models.Llama(models.LlamaConfig(n_layers=2, d_model=16, n_heads=2, n_kv_heads=1,
-                                                d_head=8, d_mlp=24, d_vocab=31, attn_bias=True,
-                                                mlp_bias=True))
-    leaves, treedef = jax.tree.flatten(model.init(jax.random.key(0)))
-    keys = jax.random.split(jax.random.key(1), len(leaves))  # every bias and norm non-trivial
-    return model, jax.tree.unflatten(treedef, [x + 0.2 * jax.random.normal(k, x.shape)
-                                               for x, k in zip(leaves, keys)])
+    """GPT-2 with an untied, biased unembedding built from the family's weights (no init
+    compile), or the Llama family (untied, attention biases)."""
+    model, params = family(kind)
+    if kind == "llama":
+        return model, params
+    untied = models.GPT2(dataclasses.replace(model.config, tied_embeddings=False,
+                                             unembed_bias=True))
+    rng = np.random.default_rng(1)
+    W_U = np.asarray(params["embed"]["W_E"]).T + 0.1 * rng.normal(size=(32, 61))
+    unembed = {"W_U": W_U.astype(np.float32), "b_U": rng.normal(size=61).astype(np.float32)}
+    return untied, {**params, "unembed": unembed}
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 def test_weight_orthogonalisation_equals_the_ablation_hooks(kind):
     model, params = _untied(kind)
-    toks = np.random.default_rng(0).integers(0, 31, (2, 8))
-    d = jax.random.normal(jax.random.key(7), (16,))
+    toks = tokens(batch=2, pos=7)
+    d = jax.random.normal(jax.random.key(7), (32,))
     hooks = steering.ablation_hooks(model, d)
     resid = lambda name: "hook_resid" in name
     hooked, cache = jinterp.run_with_cache(model, params, toks, resid, hooks=hooks)
     edited = steering.orthogonalize_weights(model, params, d)
     logits, cache_w = jinterp.run_with_cache(model, edited, toks, resid)
     np.testing.assert_allclose(logits, hooked, atol=2e-5, rtol=1e-5)
-    assert not np.allclose(hooked, model(params, toks), atol=1e-2)  # the ablation bites
+    plain, cache_p = jinterp.run_with_cache(model, params, toks, resid)  # the same program
+    assert not np.allclose(hooked, plain, atol=1e-2)  # the ablation bites
+    assert float(jnp.abs(cache_p.stack("hook_resid_post") @ (d / jnp.linalg.norm(d))).max()) > 0.1
     unit = d / jnp.linalg.norm(d)
     for c in (cache, cache_w):
         for p in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post"):
             assert float(jnp.abs(c.stack(p) @ unit).max()) < 1e-4
     writers = set(steering.resid_writers(model))
-    expected = {"embed.W_E", "blocks.attn.W_O", "blocks.attn.b_O", "blocks.mlp.W_out",
-                "blocks.mlp.b_out"} | ({"pos_embed.W_pos"} if kind == "gpt2" else set())
+    expected = {"embed.W_E", "blocks.attn.W_O", "blocks.attn.b_O", "blocks.mlp.W_out"}
+    expected |= {"pos_embed.W_pos", "blocks.mlp.b_out"} if kind == "gpt2" else set()
     assert writers == expected
 
 
