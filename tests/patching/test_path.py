@@ -67,10 +67,9 @@ def test_head_sweep_matches_three_pass_reference():
 
 def test_direct_path_to_logits_is_the_head_output_alone():
     """Into the final residual only, a head's path effect is its own output change added to
-    the clean final residual (GPT-2: no post-norm), and heads never reach earlier receivers."""
-    model, params = family("gpt2")
+    the clean final residual (Llama: no post-norm), and nodes never reach earlier receivers."""
+    model, params = family("llama")
     clean, corrupt = tokens(seed=0), tokens(seed=1)
-    got = get_path_patch_head_to_receivers(model, params, clean, corrupt, metric, Node.final())
     names = [f"blocks.{l}.attn.hook_result" for l in range(3)]
     _, cc = jinterp.run_with_cache(model, params, clean, names=names)
     _, kc = jinterp.run_with_cache(model, params, corrupt, names=names)
@@ -78,7 +77,9 @@ def test_direct_path_to_logits_is_the_head_output_alone():
         delta = (kc[names[layer]] - cc[names[layer]])[:, :, head]
         hook = {"blocks.2.hook_resid_post": jinterp.Steer(delta, scale=1.0)}
         want = metric(jinterp.run_with_hooks(model, params, clean, hook))
-        np.testing.assert_allclose(got[layer, head], want, atol=2e-5)
+        got = path_patch(model, params, clean, corrupt, metric, Node.head(layer, head),
+                         Node.final())
+        np.testing.assert_allclose(got, want, atol=2e-5)
     no_path = path_patch(model, params, clean, corrupt, metric,
                          [Node.head(1, 0), Node.head(2, 3), Node.mlp(1)], [Node.q(1, 0)])
     np.testing.assert_allclose(no_path, metric(model(params, clean)), atol=1e-5)
