@@ -102,7 +102,9 @@ def _fit(study: BasisStudy, hidden: str, restarts: int, out_dir, progress):
     loss_fn = relu_hidden_losses if hidden == "relu" else linear_hidden_losses
     ckpt = None if out_dir is None else os.path.join(os.fspath(out_dir), "checkpoints",
                                                      f"basis_{hidden}")
-    identity = {"hidden": hidden, "restarts": restarts, "study": dataclasses.asdict(study)}
+    identity = {"hidden": hidden, "restarts": restarts, "n_features": n,
+                "n_hidden": study.n_hidden, "importance_decay": study.importance_decay,
+                "density": list(study.density), "train": dataclasses.asdict(study.train)}
     state, _ = train_with(lambda k: init_params(cfg, k), loss_fn, data, study.train,
                           checkpoint_dir=ckpt, identity=identity, progress=progress,
                           desc=f"basis: {hidden} hidden")

@@ -155,7 +155,7 @@ def _main_part(args) -> dict:
                        progress=not args.no_progress)
     ours = summary["ours"]
     for key in ("line_fractions", "lines_held", "dimensionality_peaks", "n_computed",
-                "aligned_fraction"):
+                "n_both_signs", "aligned_fraction"):
         if key in ours:
             print(f"{key}: {ours[key]}")
     for key in ("correlated", "anticorrelated", "collapse", "relu", "linear_control"):

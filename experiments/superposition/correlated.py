@@ -152,7 +152,8 @@ def run_correlated(study: CorrelatedStudy, out_dir=None, progress=True) -> dict:
         loss_fn = anticorrelated_losses if anti else correlated_losses
         ckpt = None if out_dir is None else os.path.join(os.fspath(out_dir), "checkpoints",
                                                          f"correlated_{name}")
-        identity = {"experiment": name, "study": dataclasses.asdict(study)}
+        identity = {"experiment": name, "density": list(study.density),
+                    "n_restarts": R, "train": dataclasses.asdict(study.train)}
         state, _ = train_with(lambda k, cfg=cfg: init_params(cfg, k), loss_fn,
                               (jnp.asarray(density), group), study.train,
                               checkpoint_dir=ckpt, identity=identity, progress=progress,

@@ -7,6 +7,7 @@ its PNGs and ``OUT/summary.json`` with the paper's claim next to the measured nu
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ from .basis import BasisStudy, run_basis
 from .computation import ComputationStudy, run_computation
 from .correlated import CorrelatedStudy, run_correlated
 from .dimensionality import DimensionalityStudy, run_dimensionality
+from .geometry import line_fractions
 from .training import TrainConfig
 
 PARTS = ("dimensionality", "correlated", "computation", "basis")
@@ -105,12 +107,18 @@ def _dimensionality(study, out, progress, label):
     inv = res["inv_density"]
     rep = res["represented"]
     d = res["feature_dimensionality"]
-    per_sparsity = [
-        {"inv_density": float(inv[s]), "dims_per_feature": float(res["dims_per_feature"][s]),
-         "represented": int(rep[s].sum()),
-         "median_D": float(np.median(d[s][rep[s]])) if rep[s].any() else None}
-        for s in range(len(inv))
-    ]
+    types = iter(res["factor_type"])  # (rank, size) per represented feature, sparsity-major
+    per_sparsity = []
+    for s in range(len(inv)):
+        counts = collections.Counter(next(types) for _ in range(int(rep[s].sum())))
+        per_sparsity.append({
+            "inv_density": float(inv[s]), "dims_per_feature": float(res["dims_per_feature"][s]),
+            "represented": int(rep[s].sum()),
+            "median_D": float(np.median(d[s][rep[s]])) if rep[s].any() else None,
+            # most common tegum factors: [rank, size, features in such factors]
+            "factor_types": [[r, k, c] for (r, k), c in counts.most_common(3)],
+            "line_fractions": line_fractions(d[s][rep[s]], tol=study.line_tol),
+        })
     keys = ("line_fractions", "lines_held", "represented_features", "dimensionality_peaks",
             "peak_geometry")
     return {**{k: res[k] for k in keys}, "per_sparsity": per_sparsity, "figures": figs}
@@ -129,8 +137,8 @@ def _correlated(study, out, progress):
 
 def _computation(study, out, progress):
     res = run_computation(study, out, progress)
-    keys = ("density", "n_computed", "no_superposition_max", "superposition", "monosemantic",
-            "polysemantic", "dead")
+    keys = ("density", "n_computed", "n_both_signs", "no_superposition_max", "n_neurons",
+            "superposition", "monosemantic", "polysemantic", "dead")
     summary = {k: res[k] for k in keys}
     summary["asymmetric_neurons"] = [len(a) for a in res["asymmetric"]]
     summary["asymmetric_examples"] = [a[:3] for a in res["asymmetric"]]

@@ -17,9 +17,9 @@ from .analysis import DIMENSIONALITY_LINES, PHASE_NAMES  # noqa: E402
 _PHASE_COLORS = ListedColormap(["#d9d9d9", "#2b83ba", "#d7191c", "#fdae61"])
 
 
-def _save(fig, path):
+def _save(fig, path, dpi=120):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -175,6 +175,7 @@ def scan_chunk(
 
 def _check_run_identity(directory: str, identity: dict) -> None:
     """Refuses to resume a checkpoint written by a different configuration."""
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as they come back from disk
     path = os.path.join(directory, "run_config.json")
     if os.path.exists(path):
         with open(path) as f:
