@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 TESTENV := $(VENV)/.test-installed
 OUT ?= runs
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test test-parity bench venv clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,30 @@ test: $(TESTENV)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
 	exit $$rc
 
+# Parity with TransformerLens and SAELens on the same weights, in a virtualenv of its own
+# (.venv-parity): the tests that need them are skipped by `make test`, which does not install them.
+PARITY_VENV := .venv-parity
+PARITY_TESTS := tests/patching/test_tl_patching_parity.py tests/reading/test_tl_parity.py \
+	tests/sae/test_saelens_parity.py
+$(PARITY_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PARITY_VENV)
+	$(PARITY_VENV)/bin/pip install -q -e '.[test,parity]'
+	touch $@
+test-parity: $(PARITY_VENV)/.installed
+	SAELENS_PYTHON=$(PARITY_VENV)/bin/python $(PARITY_VENV)/bin/python -m pytest -q -rs \
+	$(PARITY_TESTS)
+
 # Speed benchmarks, each printing one JSON object. The full-size SAE ground-truth run
 # (benchmarks/bench_sae_ground_truth.py) takes about an hour on 2 cores and is run by hand.
-BENCHES := bench_core bench_compile bench_llama_depth bench_grokking bench_topk_decode bench_sae
-bench: $(TESTENV)
+BENCHES := bench_core bench_compile bench_llama_depth bench_patching bench_probes bench_grokking \
+	bench_topk_decode bench_sae
+BENCHENV := $(VENV)/.bench-installed
+$(BENCHENV): pyproject.toml | $(TESTENV)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCHENV)
 	for b in $(BENCHES); do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(PARITY_VENV) $(OUT) .pytest_cache
