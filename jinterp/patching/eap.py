@@ -55,12 +55,12 @@ class EdgeScores:
         downstream: the input nodes, indexed by ``edges[:, 1]`` (forward order).
     """
 
-    scores: Float[Array, " n_edges"]
-    edges: Int[np.ndarray, "n_edges 2"]
+    scores: Float[Array, " n"]
+    edges: Int[np.ndarray, "n 2"]
     upstream: tuple[Node, ...]
     downstream: tuple[Node, ...]
 
-    def matrix(self) -> Float[Array, "n_up n_down"]:
+    def matrix(self) -> Float[Array, "..."]:
         """``[upstream, downstream]`` scores, NaN where two nodes are not joined by an edge."""
         out = jnp.full((len(self.upstream), len(self.downstream)), jnp.nan, jnp.float32)
         return out.at[self.edges[:, 0], self.edges[:, 1]].set(self.scores)
@@ -74,7 +74,7 @@ class EdgeScores:
 
 
 @functools.lru_cache(maxsize=64)
-def edge_index(model: HookedModel) -> Int[np.ndarray, "n_edges 2"]:
+def edge_index(model: HookedModel) -> Int[np.ndarray, "n 2"]:
     """``[n_edges, 2]`` (upstream, downstream) indices of every edge of ``model``'s graph."""
     up, down = upstream_nodes(model), downstream_nodes(model)
     pairs = [(i, j) for i, u in enumerate(up) for j, d in enumerate(down) if is_edge(model, u, d)]
@@ -90,11 +90,11 @@ def _grad_points(model: HookedModel) -> tuple[str, ...]:
     return tuple(points + ["hook_resid_post"])
 
 
-def _slots(n: int, offset: int, total: int) -> Float[Array, "n total"]:
+def _slots(n: int, offset: int, total: int) -> Float[Array, "..."]:
     return jax.nn.one_hot(jnp.arange(n) + offset, total)
 
 
-def _attention_input_grads(model, params, layer, resid, grads) -> Float[Array, "slots ..."]:
+def _attention_input_grads(model, params, layer, resid, grads) -> Float[Array, "..."]:
     """``g_d`` for every q, k and v slot of ``layer``: ``[n_heads + 2 n_kv_heads, b, p, d]``."""
     names = [block_name(layer, f"attn.hook_{x}") for x in "qkv"]
 
@@ -132,7 +132,7 @@ def _mlp_input_grad(model, params, layer, resid_pre, resid_mid, grads
     return pull(tuple(grads[n] for n in names))[0]
 
 
-def _input_grads(model, params, tokens, metric, hooks) -> Float[Array, "n_down batch pos d"]:
+def _input_grads(model, params, tokens, metric, hooks) -> Float[Array, "n batch pos d"]:
     """``g_d`` for every downstream node, in :func:`downstream_nodes` order."""
     _, acts, grads = grad_cache(model, params, tokens, metric,
                                 names=lambda n: n.endswith(_grad_points(model)), hooks=hooks)
@@ -148,7 +148,7 @@ def _input_grads(model, params, tokens, metric, hooks) -> Float[Array, "n_down b
     return jnp.concatenate(rows)
 
 
-def _output_deltas(model: HookedModel, clean, corrupt) -> Float[Array, "n_up batch pos d"]:
+def _output_deltas(model: HookedModel, clean, corrupt) -> Float[Array, "n batch pos d"]:
     """``out_u(clean) - out_u(corrupted)`` for every upstream node, in forward order."""
     first = block_name(0, "hook_resid_pre")
     rows = [(clean[first] - corrupt[first])[None]]
