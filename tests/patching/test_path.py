@@ -22,8 +22,9 @@ def reference(model, params, clean, corrupt, sender, receivers):
     """Pass 1: caches; pass 2: every head's z and every MLP frozen clean by its own hook, the
     sender's head corrupted; pass 3: receiver inputs replaced one name at a time."""
     n = model.n_layers
-    _, cc = jinterp.run_with_cache(model, params, clean)
-    _, kc = jinterp.run_with_cache(model, params, corrupt)
+    keep = lambda name: name.endswith(("attn.hook_z", "hook_mlp_out", "hook_resid_post"))
+    _, cc = jinterp.run_with_cache(model, params, clean, names=keep)
+    _, kc = jinterp.run_with_cache(model, params, corrupt, names=keep)
     frozen = {}
     for layer in range(n):
         z = np.array(cc[f"blocks.{layer}.attn.hook_z"])
@@ -32,7 +33,9 @@ def reference(model, params, clean, corrupt, sender, receivers):
         frozen[f"blocks.{layer}.attn.hook_z"] = Patch(z)
         if f"blocks.{layer}.hook_mlp_out" in cc:
             frozen[f"blocks.{layer}.hook_mlp_out"] = Patch(cc[f"blocks.{layer}.hook_mlp_out"])
-    _, second = jinterp.run_with_cache(model, params, clean, hooks=frozen)
+    read = lambda name: name.endswith(("hook_q", "hook_v", "mlp.hook_pre", "mlp.hook_pre_linear",
+                                       f"{n - 1}.hook_resid_post"))
+    _, second = jinterp.run_with_cache(model, params, clean, names=read, hooks=frozen)
     final = f"blocks.{n - 1}.hook_resid_post"
     hooks = {}
     for kind, layer, index in receivers:
