@@ -168,7 +168,12 @@ def _basis(study, out, progress):
 def run_part(part: str, out_dir: str, *, fast: bool = False, size: str = "notebook",
              seed: int = 0, progress: bool = True) -> dict:
     """Runs one part, writes its figures and ``summary.json`` into ``out_dir``; returns it."""
-    study = part_config(part, fast, size, seed)
+    return run_study(part, part_config(part, fast, size, seed), out_dir, progress=progress)
+
+
+def run_study(part: str, study, out_dir: str, *, progress: bool = True) -> dict:
+    """Like :func:`run_part` with an explicit study config (e.g. fewer restarts or steps)."""
+    seed = study.train.seed
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
     if part == "dimensionality":
