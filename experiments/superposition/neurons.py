@@ -14,7 +14,7 @@ from jaxtyping import ArrayLike, Float
 
 
 def features_on_neurons(
-    W: Float[ArrayLike, "neuron feature"], rel_tol: float = 0.2, abs_floor: float = 0.1
+    W: Float[ArrayLike, "hidden feature"], rel_tol: float = 0.2, abs_floor: float = 0.1
 ) -> np.ndarray:
     """Boolean ``[neuron, feature]``: is the feature on the neuron (see module doc)?"""
     A = np.abs(np.asarray(W, np.float64))
@@ -24,7 +24,7 @@ def features_on_neurons(
     return (A >= rel_tol * row_max) & (A > abs_floor)
 
 
-def neuron_counts(W: Float[ArrayLike, "neuron feature"], **kw) -> dict[str, int]:
+def neuron_counts(W: Float[ArrayLike, "hidden feature"], **kw) -> dict[str, int]:
     """Numbers of monosemantic, polysemantic and dead neurons."""
     per = features_on_neurons(W, **kw).sum(axis=1)
     return {"monosemantic": int((per == 1).sum()), "polysemantic": int((per >= 2).sum()),
@@ -32,7 +32,7 @@ def neuron_counts(W: Float[ArrayLike, "neuron feature"], **kw) -> dict[str, int]
 
 
 def aligned_fraction(
-    W: Float[ArrayLike, "neuron feature"], represented: np.ndarray, share: float = 0.9
+    W: Float[ArrayLike, "hidden feature"], represented: np.ndarray, share: float = 0.9
 ) -> float:
     """Fraction of represented features whose weight lies on one neuron.
 
