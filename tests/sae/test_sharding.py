@@ -33,8 +33,8 @@ def _run_check_once():
     before jax is imported) and returns its JSON report. Cached per worker process: pytest
     re-creates a module fixture when a worker interleaves other modules' tests."""
     script = os.path.join(os.path.dirname(__file__), "sharding_check.py")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
