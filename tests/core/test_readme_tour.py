@@ -43,3 +43,13 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
         "blocks.3.hook_resid_pre": jinterp.Patch(cache["blocks.3.hook_resid_pre"], pos=2)})
     np.testing.assert_allclose(grid[3, 2], direct[0, -1].max(), rtol=1e-5)
     assert namespace["atp"].shape == (8, 1, 6) and np.abs(namespace["atp"]).max() > 0
+    # The patching and reading sections' examples run on after the tour, in its namespace.
+    for heading in ("## Localising", "## Reading and steering"):
+        block = re.search(re.escape(heading) + r".*?```python\n(.*?)```", text, re.S).group(1)
+        exec(compile(block, heading, "exec"), namespace)
+    assert namespace["grid"].shape == (8, 6) and namespace["est"].shape == (8, 6, 12)
+    assert namespace["paths"].shape == (8, 12)
+    np.testing.assert_allclose(namespace["dla"].sum(0), (
+        namespace["logits"][:, -1, 262] - namespace["logits"][:, -1, 318]), rtol=1e-4, atol=1e-4)
+    assert namespace["per_layer"].shape == (8, 1, 6, 8100)
+    assert namespace["steered"].shape == (1, 6, 8100)
