@@ -254,13 +254,8 @@ def stack_head_results(cache, layer: int | None = -1, return_labels: bool = Fals
     for l in range(layer):
         parts.append(head_results(cache, l, pos_slice, params=params))  # batch (pos) h d_model
         labels += [f"L{l}H{h}" for h in range(parts[-1].shape[-2])]
-    stack = jnp.moveaxis(jnp.concatenate(parts, axis=-2), -2, 0) if parts else None
-    if incl_remainder:
-        stack, labels = _with_remainder(stack, labels, cache, layer, n, pos_slice,
-                                        "stack_head_results")
-    stack = _empty(cache, pos_slice) if stack is None else stack
-    return _finish(_maybe_ln(cache, stack, apply_ln, layer, False, pos_slice, model), labels,
-                   return_labels)
+    return _finish_component_stack(cache, parts, labels, layer, n, pos_slice, incl_remainder,
+                                   apply_ln, return_labels, model, "stack_head_results")
 
 
 def head_results(cache, layer: int, pos_slice=None, *, params=None) -> Array:
@@ -299,13 +294,8 @@ def stack_neuron_results(cache, layer: int | None, pos_slice=None, neuron_slice=
         ids = np.arange(params["blocks"]["mlp"]["W_out"].shape[1])
         ids = ids if neuron_slice is None else ids[_np_index(neuron_slice)]
         labels += [f"L{l}N{int(i)}" for i in np.atleast_1d(ids)]
-    stack = jnp.moveaxis(jnp.concatenate(parts, axis=-2), -2, 0) if parts else None
-    if incl_remainder:
-        stack, labels = _with_remainder(stack, labels, cache, layer, n, pos_slice,
-                                        "stack_neuron_results")
-    stack = _empty(cache, pos_slice) if stack is None else stack
-    return _finish(_maybe_ln(cache, stack, apply_ln, layer, False, pos_slice, model), labels,
-                   return_labels)
+    return _finish_component_stack(cache, parts, labels, layer, n, pos_slice, incl_remainder,
+                                   apply_ln, return_labels, model, "stack_neuron_results")
 
 
 def _np_index(selector):
@@ -369,3 +359,14 @@ def full_resid_decomposition(cache, layer: int | None = None, mlp_input: bool = 
     return _finish(_maybe_ln(cache, stack, apply_ln, layer, mlp_input, pos_slice, model),
                    [*labels, "bias"], return_labels)
 
+
+def _finish_component_stack(cache, parts, labels, layer, n, pos_slice, incl_remainder, apply_ln,
+                            return_labels, model, caller):
+    """Stacks per-layer ``[..., component, d_model]`` parts (component first), adds the
+    remainder on request, applies the norm and returns like TransformerLens."""
+    stack = jnp.moveaxis(jnp.concatenate(parts, axis=-2), -2, 0) if parts else None
+    if incl_remainder:
+        stack, labels = _with_remainder(stack, labels, cache, layer, n, pos_slice, caller)
+    stack = _empty(cache, pos_slice) if stack is None else stack
+    return _finish(_maybe_ln(cache, stack, apply_ln, layer, False, pos_slice, model), labels,
+                   return_labels)

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from jinterp.loss import lm_cross_entropy_loss
+
 
 def kl_to_final(lens_logits: Float[Array, "layer batch pos d_vocab"],
                 final_logits: Float[Array, "batch pos d_vocab"]) -> Float[Array, " layer"]:
@@ -33,8 +35,4 @@ def next_token_loss(lens_logits: Float[Array, "layer batch pos d_vocab"],
     if lens_logits.shape[1:3] != tokens.shape:
         raise ValueError(f"lens logits {tuple(lens_logits.shape)} and tokens "
                          f"{tuple(tokens.shape)} disagree on [batch, pos].")
-    log_q = jax.nn.log_softmax(lens_logits[:, :, :-1].astype(jnp.float32), axis=-1)
-    target = jnp.asarray(tokens)[None, :, 1:, None]  # 1 batch pos-1 1
-    target = jnp.broadcast_to(target, log_q.shape[:-1] + (1,))
-    picked = jnp.take_along_axis(log_q, target, axis=-1)[..., 0]  # layer batch pos-1
-    return -picked.mean(axis=(1, 2))
+    return jax.vmap(lambda logits: lm_cross_entropy_loss(logits, tokens))(lens_logits)
