@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 TESTENV := $(VENV)/.test-installed
 OUT ?= runs
 
-.PHONY: demo test test-parity bench venv clean
+.PHONY: demo test test-parity bench venv clean chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,15 @@ DEMO_ARGS ?=
 demo: $(RUNTIME)
 	$(PY) -m jinterp.experiments.grokking --out $(OUT)/grokking $(DEMO_ARGS)
 
-test: $(TESTENV)
+# The HTML pages' tests render in headless Chromium: Debian's package, installed when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the HTML page tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
+
+test: $(TESTENV) chromium
 	$(VENV)/bin/ruff check .
 	@$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
