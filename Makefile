@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 TESTENV := $(VENV)/.test-installed
 OUT ?= runs
 
-.PHONY: demo test test-parity bench venv clean chromium
+.PHONY: demo grokking test test-parity bench venv clean chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ venv: $(RUNTIME)
 DEMO_ARGS ?=
 demo: $(RUNTIME)
 	$(PY) -m jinterp.experiments.grokking --out $(OUT)/grokking $(DEMO_ARGS)
+
+# The grokking reproduction (about 16 minutes on 2 cores), one command of its own.
+grokking: $(RUNTIME)
+	$(PY) -m jinterp.experiments.grokking --out $(OUT)/grokking $(GROKKING_ARGS)
 
 # The HTML pages' tests render in headless Chromium: Debian's package, installed when missing.
 chromium:
