@@ -30,6 +30,7 @@ from jinterp.patching.activation import (
     get_act_patch_resid_pre,
 )
 from jinterp.patching.attr_api import *  # noqa: F403 (get_attr_patch_*, path patching, EAP)
+from jinterp.patching.circuit_api import *  # noqa: F403 (Circuit, run_circuit, acdc, ...)
 from jinterp.patching.sites import EVERY, SITES, Replace, Site, get_site, stack_every
 from jinterp.patching.sweep import run_sweep
 
