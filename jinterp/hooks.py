@@ -59,10 +59,15 @@ class HookInfo:
             layer, the point name (``attn.hook_z``).
         layer: the block index (an int that is also callable, as TransformerLens's
             ``hook.layer()``), a traced scalar under ``At``, or None outside the blocks.
+        earlier: this block's activations computed before this one in the same forward, by
+            point (``"ln2.hook_normalized"``), after their own hooks; empty outside the
+            blocks. A hook that writes one activation from another reads it here, e.g. a
+            transcoder's splice on ``hook_mlp_out`` reads the MLP's input.
     """
 
     name: str
     layer: Any = None
+    earlier: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @struct.dataclass

@@ -96,21 +96,23 @@ class _Groups:
                 table[np.asarray(group.layers) - plan.start] = np.arange(len(group.layers))
             self._by_point.setdefault(group.point, []).append((group, data, table))
 
-    def apply(self, point: str, x: jax.Array, layer: jax.Array | int) -> jax.Array:
+    def apply(self, point: str, x: jax.Array, layer: jax.Array | int,
+              earlier: Mapping[str, jax.Array] | None = None) -> jax.Array:
         for group, data, table in self._by_point.get(point, ()):
-            x = self._apply_one(point, group, data, table, x, layer)
+            x = self._apply_one(point, group, data, table, x, layer, dict(earlier or {}))
         return x
 
-    def _apply_one(self, point, group: Group, data, table, x, layer):
+    def _apply_one(self, point, group: Group, data, table, x, layer, earlier):
         axes = self._axes[point]
         if group.is_at:
-            chain, info = at_chain(data, group.flags, layer), HookInfo(point, layer)
+            chain, info = at_chain(data, group.flags, layer), HookInfo(point, layer, earlier)
             active = at_active(data, layer)
         else:
             slot = jnp.asarray(table)[layer - self._plan.start]
             chain = data if len(group.layers) == 1 else _slot_chain(data, jnp.maximum(slot, 0))
-            info = (HookInfo(block_name(group.layers[0], point), LayerIndex(group.layers[0]))
-                    if len(group.layers) == 1 else HookInfo(point, layer))
+            info = (HookInfo(block_name(group.layers[0], point), LayerIndex(group.layers[0]),
+                             earlier) if len(group.layers) == 1 else
+                    HookInfo(point, layer, earlier))
             if (table >= 0).all():  # applies at every layer run: no condition at all
                 return apply_chain(chain, x, axes, info)
             active = slot >= 0
@@ -155,13 +157,15 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
 
     def run_block(resid, x_l, layer, delta_l):
         recorded: dict[str, jax.Array] = {}
+        earlier: dict[str, jax.Array] = {}  # this block's activations so far (HookInfo.earlier)
 
         def hook(point, act):
-            act = groups.apply(point, act, layer)
+            act = groups.apply(point, act, layer, earlier)
             if point in captured:
                 if point in delta_l:
                     act = act + delta_l[point]
                 recorded[point] = sharding.constrain(act, axes[point])
+            earlier[point] = act
             return act
 
         return model.block(resid, x_l, BlockHook(hook, plan.wanted)), recorded
