@@ -288,6 +288,7 @@ class FeatureAnalysis:
         mean_act: mean activation where it fires (0 if never).
         top_ids / top_values: the tokens the decoder direction boosts most (logit weights).
         bottom_ids / bottom_values: the tokens it suppresses most (most negative first).
+        left / right: context tokens before / after the centre in each window.
     """
 
     features: np.ndarray
@@ -300,6 +301,8 @@ class FeatureAnalysis:
     top_values: np.ndarray | None
     bottom_ids: np.ndarray | None
     bottom_values: np.ndarray | None
+    left: int = 16
+    right: int = 4
 
 
 def analyze(model: HookedModel, params, cfg: SAEConfig, sae_params: dict, hook: str,
@@ -329,7 +332,8 @@ def analyze(model: HookedModel, params, cfg: SAEConfig, sae_params: dict, hook: 
         features=np.asarray(ids), contexts=ctx, hist_counts=np.asarray(counts),
         hist_max=np.asarray(top), density=np.asarray(ctx.n_fired) / n_tok,
         mean_act=np.asarray(ctx.act_sum) / np.maximum(np.asarray(ctx.n_fired), 1),
-        top_ids=logits[0], top_values=logits[1], bottom_ids=logits[2], bottom_values=logits[3])
+        top_ids=logits[0], top_values=logits[1], bottom_ids=logits[2], bottom_values=logits[3],
+        left=left, right=right)
 
 
 # ------------------------------------------------------------------------- logit weights
