@@ -52,6 +52,8 @@ LOCAL_AXES: dict[str, str] = {
     "instance": "toy models trained at once", "n_repeats": "repeats of a token subsequence",
     "subseq": "subsequence positions", "pos_m1": "positions but the last", "step": "steps",
     "sweep": "patching-sweep entries",
+    "n_feat": "SAE features analysed (sae.features)", "window": "tokens of a context window",
+    "n_bins": "histogram bins", "n_seq": "sequences of a token dataset",
 }
 
 _RESID: Axes = ("batch", "pos", "d_model")

@@ -244,7 +244,10 @@ def top_contexts(model: HookedModel, params, cfg: SAEConfig, sae_params: dict, h
     """
     reader = _reader(model, cfg, hook, head, normalize, k, left, right)
     ids = _features(cfg, features)
-    n_pos = np.shape(tokens)[1] if np.ndim(tokens) == 2 else 0
+    if np.ndim(tokens) != 2:
+        raise ValueError(f"tokens must be [n_seq, pos], got shape {np.shape(tokens)}; cut a "
+                         "flat stream into rows first (tokens.reshape(-1, seq_len)).")
+    n_pos = np.shape(tokens)[1]
     if k > min(batch_size, len(tokens)) * n_pos:
         raise ValueError(f"k={k} exceeds the {min(batch_size, len(tokens)) * n_pos} positions "
                          "of one batch; lower k or raise batch_size.")
