@@ -17,6 +17,7 @@ from jinterp import weights
 from jinterp.cache import ActivationCache
 from jinterp.composition import composition_scores, copying_scores
 from jinterp.factored import FactoredMatrix, OV_circuit, QK_circuit
+from jinterp.generation import generate, generate_text
 from jinterp.grad import grad_cache
 from jinterp.hooks import At, HookInfo
 from jinterp.interventions import (
@@ -43,4 +44,5 @@ __all__ = [
     "FactoredMatrix", "OV_circuit", "QK_circuit", "W_U", "b_U", "composition_scores",
     "copying_scores", "lm_cross_entropy_loss", "ln_final", "logit_attrs", "next_token_loss",
     "to_single_token", "tokens_to_residual_directions", "unembed", "weights",
+    "generate", "generate_text",
 ]

@@ -26,8 +26,12 @@ from jax import lax
 
 from jinterp import sharding
 from jinterp.hooks import HookInfo, LayerIndex, apply_chain, at_active, at_chain
+from jinterp.model import AttnContext
 from jinterp.names import Axes, block_name
 from jinterp.plan import Group, Plan, is_dynamic
+
+#: The key under which ``run_blocks`` returns the blocks' new ``(k, v)`` (``ctx.return_kv``).
+KV_OUT = "__kv__"
 
 
 class TopHook:
@@ -124,8 +128,9 @@ class _Groups:
 
 
 def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
-               deltas: Mapping[str, jax.Array], unroll: int | bool = 1
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+               deltas: Mapping[str, jax.Array], unroll: int | bool = 1,
+               ctx: AttnContext | None = None
+               ) -> tuple[jax.Array, dict[str, Any]]:
     """Scans ``model.block`` over layers ``plan.start .. plan.stop``.
 
     Captures go into carried buffers ``[n_captured, ...]``, one slot per captured layer,
@@ -137,9 +142,14 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
     Args:
         deltas: block point -> zeros added at its captured layers (``grad_cache``), shape
             ``[n_captured, ...]``.
+        ctx: the attention context (padding, KV cache), or None for a plain call. Its ``kv``
+            (``[layer, ...]``, the layers this call runs) rides the scan as per-layer inputs;
+            with ``return_kv`` each block's new ``(k, v)`` comes out as a scan output.
 
     Returns:
-        The residual after the last block run, and the captures stacked per point.
+        The residual after the last block run, and the captures stacked per point; with
+        ``ctx.return_kv`` the captures also hold ``KV_OUT``: ``(k, v)`` stacked over layers,
+        each ``[layer, batch, pos, n_kv_heads, d_head]``.
     """
     axes = model.points
     n_run = plan.stop - plan.start
@@ -155,7 +165,7 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
         table[np.asarray(ls) - plan.start] = np.arange(len(ls))
         slots[p] = table
 
-    def run_block(resid, x_l, layer, delta_l):
+    def run_block(resid, x_l, layer, delta_l, kv_l=None):
         recorded: dict[str, jax.Array] = {}
         earlier: dict[str, jax.Array] = {}  # this block's activations so far (HookInfo.earlier)
 
@@ -168,19 +178,27 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
             earlier[point] = act
             return act
 
-        return model.block(resid, x_l, BlockHook(hook, plan.wanted)), recorded
+        block_hook = BlockHook(hook, plan.wanted)
+        if ctx is None:
+            return model.block(resid, x_l, block_hook), recorded
+        out = model.block(resid, x_l, block_hook, ctx.at_layer(kv_l))
+        if ctx.return_kv:
+            out, recorded[KV_OUT] = out
+        return out, recorded
 
     buffers = {}
     if captured:
         x0 = jax.tree.map(lambda a: a[0], xs)
         d0 = {p: d[0] for p, d in deltas.items()}
-        shapes = jax.eval_shape(lambda r, x, d: run_block(r, x, plan.start, d)[1], resid, x0, d0)
+        kv0 = None if ctx is None else jax.tree.map(lambda a: a[plan.start], ctx.kv)
+        shapes = jax.eval_shape(lambda r, x, d, kv: run_block(r, x, plan.start, d, kv)[1],
+                                resid, x0, d0, kv0)
         buffers = {p: jnp.full((len(ls),) + shapes[p].shape, i, shapes[p].dtype)
                    for i, (p, ls) in enumerate(captured.items())}
 
     def body(carry, inputs):
         resid, bufs = carry
-        x_l, layer, d_every = inputs
+        x_l, layer, d_every, kv_l = inputs
         slot = {p: jnp.asarray(slots[p])[layer - plan.start] for p in captured}
         delta_l = dict(d_every)
         for p, d in deltas.items():
@@ -188,7 +206,8 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
                 s = jnp.maximum(slot[p], 0)
                 d_l = lax.dynamic_index_in_dim(d, s, keepdims=False)
                 delta_l[p] = jnp.where(slot[p] >= 0, d_l, jnp.zeros_like(d_l))
-        resid, recorded = run_block(resid, x_l, layer, delta_l)
+        resid, recorded = run_block(resid, x_l, layer, delta_l, kv_l)
+        kv_new = recorded.pop(KV_OUT, None)
         missing = sorted(set(captured) - set(recorded))
         if missing:
             raise RuntimeError(f"{type(model).__name__}.block never reported {missing}, which it "
@@ -200,28 +219,42 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
             if p not in every:  # a layer not captured rewrites slot 0 with what it holds
                 value = jnp.where(slot[p] >= 0, value, lax.dynamic_index_in_dim(buf, s, 0, False))
             new_bufs[p] = lax.dynamic_update_index_in_dim(buf, value, s, 0)
-        return (resid, new_bufs), None
+        return (resid, new_bufs), kv_new
 
     # Deltas of points captured at every layer ride the scan as per-layer inputs: their
     # gradients then come out of the backward scan as stacked outputs, not accumulated into
     # a carried buffer.
     d_every = {p: d for p, d in deltas.items() if p in every}
     layer_ids = jnp.arange(plan.start, plan.stop)
-    (resid, buffers), _ = lax.scan(body, (resid, buffers), (xs, layer_ids, d_every),
-                                   unroll=unroll)
+    kv = None if ctx is None else ctx.kv
+    if kv is not None and (plan.start, plan.stop) != (0, model.n_layers):
+        kv = jax.tree.map(lambda a: a[plan.start:plan.stop], kv)
+    (resid, buffers), kv_new = lax.scan(body, (resid, buffers), (xs, layer_ids, d_every, kv),
+                                        unroll=unroll)
+    if kv_new is not None:
+        buffers = {**buffers, KV_OUT: kv_new}
     return resid, buffers
 
 
 def run_model(model, plan: Plan, params, inputs: jax.Array, top_chains: Mapping[str, tuple],
-              groups_data: list, deltas: Mapping[str, Any] | None = None, unroll: int | bool = 1
+              groups_data: list, deltas: Mapping[str, Any] | None = None, unroll: int | bool = 1,
+              ctx: AttnContext | None = None
               ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
-    """One forward as ``plan`` says: ``(logits or residual, top captures, block captures)``."""
+    """One forward as ``plan`` says: ``(logits or residual, top captures, block captures)``.
+
+    ``ctx`` (padding, KV cache) goes to ``embed`` and every ``block``; without it the ports
+    are called exactly as before (their three-argument form).
+    """
     deltas = deltas or {"top": {}, "block": {}}
     top = TopHook(plan, model.points, top_chains, deltas["top"])
-    resid = model.embed(params, inputs, top) if plan.from_tokens else inputs
+    if not plan.from_tokens:
+        resid = inputs
+    else:
+        resid = model.embed(params, inputs, top) if ctx is None else model.embed(params, inputs,
+                                                                                 top, ctx)
     stacked: dict[str, jax.Array] = {}
     if plan.stop > plan.start:
         resid, stacked = run_blocks(model, plan, params, resid, groups_data, deltas["block"],
-                                    unroll)
+                                    unroll, ctx)
     out = model.unembed(params, resid, top) if plan.to_logits else resid
     return out, top.recorded, stacked

@@ -36,7 +36,7 @@ from jinterp.checks import device_check, is_host_value
 from jinterp.hooks import At, Entry, Hooks, check_at_layers, layered, normalise_hooks
 from jinterp.interventions import Intervention
 from jinterp.loop import BlockHook, run_model
-from jinterp.model import HookedModel
+from jinterp.model import AttnContext, HookedModel
 from jinterp.names import NameSelector, block_name, resolve_names, shape_of, split_name
 from jinterp.plan import Plan, group_entries, split_leaves
 
@@ -140,6 +140,42 @@ def validate_resid(model: HookedModel, params, resid, start: int) -> Any:
                         f"model computes in {dtype}: cast it with .astype('{dtype}').")
     _check_length(model, resid.shape[1])
     return resid
+
+
+def validate_attention_mask(model: HookedModel, attention_mask, inputs) -> Any:
+    """An attention mask ``[batch, pos]`` of the inputs' shape: 1 / True where tokens are real.
+
+    Host values are checked here (0 / 1 only); device arrays and tracers pass as they are.
+    """
+    if attention_mask is None:
+        return None
+    if not model.accepts_context:
+        raise TypeError(f"{type(model).__name__} does not take an attention context "
+                        "(accepts_context is False), so it cannot apply attention_mask; run each "
+                        "prompt unpadded, or add the ctx argument to its embed and block "
+                        "(see jinterp.model).")
+    if not hasattr(attention_mask, "shape"):
+        attention_mask = np.asarray(attention_mask)
+    want = tuple(np.shape(inputs)[:2])
+    if tuple(attention_mask.shape) != want:
+        raise ValueError(f"attention_mask must have the inputs' shape [batch, pos] = {want}; got "
+                         f"{tuple(attention_mask.shape)}. It marks each real token with 1 and "
+                         "each pad with 0, as HuggingFace's tokenizers return it.")
+    dtype = attention_mask.dtype
+    if not (dtype == np.bool_ or jnp.issubdtype(dtype, jnp.number)):
+        raise TypeError(f"attention_mask must hold 0 / 1 (or booleans); got dtype {dtype}.")
+    host = is_host_value(attention_mask) and not isinstance(attention_mask, jax.ShapeDtypeStruct)
+    if host and attention_mask.size:
+        values = np.unique(np.asarray(attention_mask))
+        if not set(values.tolist()) <= {0, 1}:
+            raise ValueError(f"attention_mask must hold only 0 (pad) and 1 (token); got values "
+                             f"{values[:5].tolist()}.")
+    return attention_mask
+
+
+def context_of(attention_mask) -> AttnContext | None:
+    """The attention context of a mask (None: no padding, the plain program)."""
+    return None if attention_mask is None else AttnContext.from_mask(attention_mask)
 
 
 # ------------------------------------------------------------------------------- planning
@@ -250,9 +286,10 @@ def _rebuild(prep_static, leaves):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "plan", "hook_static", "unroll"))
-def _forward(params, inputs, leaves, *, model, plan, hook_static, unroll):
+def _forward(params, inputs, leaves, attention_mask=None, *, model, plan, hook_static, unroll):
     data = _rebuild(hook_static, leaves)
-    return run_model(model, plan, params, inputs, data["top"], data["groups"], unroll=unroll)
+    return run_model(model, plan, params, inputs, data["top"], data["groups"], unroll=unroll,
+                     ctx=context_of(attention_mask))
 
 
 def make_cache(model: HookedModel, plan: Plan, capture, top, stacked) -> ActivationCache:
@@ -269,7 +306,7 @@ def _unroll(unroll: bool | int | None) -> int | bool:
 def run_with_cache(model: HookedModel, params, tokens: Inputs,
                    names: NameSelector = None, hooks: Hooks = None, *,
                    start_at_layer=None, stop_at_layer=None,
-                   unroll: bool | int | None = None
+                   unroll: bool | int | None = None, attention_mask=None
                    ) -> tuple[Float[Array, "batch pos _"], ActivationCache]:
     """Logits (or a residual) and the requested activations.
 
@@ -286,20 +323,26 @@ def run_with_cache(model: HookedModel, params, tokens: Inputs,
         stop_at_layer: stop before this block and return the residual entering it (static).
         unroll: ``lax.scan``'s unroll factor for the blocks (``True``: fully unrolled, compile
             time grows with depth); default 1, a rolled loop with compile time flat in depth.
+        attention_mask: ``[batch, pos]``, 1 for real tokens and 0 for padding (left, right or
+            anywhere), as HuggingFace takes it. Real tokens attend only to real tokens and
+            their positions count real tokens only, so each row computes what it computes
+            unpadded. A pad attends to itself alone; its activations are defined (no NaN) but
+            mean nothing. None: every token is real (the plain program).
 
     Returns:
         ``(logits, cache)``, or ``(resid, cache)`` with ``stop_at_layer``: ``cache[name]`` is
         the activation called ``name``.
     """
     prep = prepare(model, params, tokens, names, hooks, start_at_layer, stop_at_layer)
-    out, top, stacked = _forward(params, prep.inputs, prep.leaves, model=model, plan=prep.plan,
-                                 hook_static=(prep.treedef, prep.static_leaves),
+    mask = validate_attention_mask(model, attention_mask, prep.inputs)
+    out, top, stacked = _forward(params, prep.inputs, prep.leaves, mask, model=model,
+                                 plan=prep.plan, hook_static=(prep.treedef, prep.static_leaves),
                                  unroll=_unroll(unroll))
     return out, make_cache(model, prep.plan, prep.capture, top, stacked)
 
 
 def run_with_hooks(model: HookedModel, params, tokens: Inputs, hooks: Hooks,
-                   *, start_at_layer=None, stop_at_layer=None
+                   *, start_at_layer=None, stop_at_layer=None, attention_mask=None
                    ) -> Float[Array, "batch pos _"]:
     """Logits (or a residual) of a forward pass with ``hooks`` applied.
 
@@ -310,9 +353,11 @@ def run_with_hooks(model: HookedModel, params, tokens: Inputs, hooks: Hooks,
             ``ZeroAblate``, ``Steer``, ...). A block point without a layer takes
             ``jinterp.At(layer, hook)``. A list of ``(name, hook)`` pairs works too.
         start_at_layer / stop_at_layer: as in :func:`run_with_cache` (static).
+        attention_mask: ``[batch, pos]`` padding mask, as in :func:`run_with_cache`.
     """
     prep = prepare(model, params, tokens, False, hooks, start_at_layer, stop_at_layer)
-    out, _, _ = _forward(params, prep.inputs, prep.leaves, model=model, plan=prep.plan,
+    mask = validate_attention_mask(model, attention_mask, prep.inputs)
+    out, _, _ = _forward(params, prep.inputs, prep.leaves, mask, model=model, plan=prep.plan,
                          hook_static=(prep.treedef, prep.static_leaves),
                          unroll=1)
     return out
@@ -320,7 +365,7 @@ def run_with_hooks(model: HookedModel, params, tokens: Inputs, hooks: Hooks,
 
 def lower(model: HookedModel, params, tokens: Inputs, names: NameSelector | bool = False,
           hooks: Hooks = None, *, start_at_layer=None, stop_at_layer=None,
-          unroll: bool | int | None = None) -> jax.stages.Lowered:
+          unroll: bool | int | None = None, attention_mask=None) -> jax.stages.Lowered:
     """The program ``run_with_cache`` (or, with ``names=False``, ``run_with_hooks``) would run.
 
     For inspection: ``.compile()`` (compile time, ``memory_analysis()``, ``cost_analysis()``),
@@ -329,7 +374,8 @@ def lower(model: HookedModel, params, tokens: Inputs, names: NameSelector | bool
     concrete = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype)
                             if isinstance(x, jax.ShapeDtypeStruct) else x, tokens)
     prep = prepare(model, params, concrete, names, hooks, start_at_layer, stop_at_layer)
-    return _forward.lower(params, tokens, prep.leaves, model=model, plan=prep.plan,
+    mask = validate_attention_mask(model, attention_mask, concrete)
+    return _forward.lower(params, tokens, prep.leaves, mask, model=model, plan=prep.plan,
                           hook_static=(prep.treedef, prep.static_leaves),
                           unroll=_unroll(unroll))
 

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from jinterp.model import HookedModel
+from jinterp.model import AttnContext, HookedModel
 from jinterp.models.dtypes import canonical_dtype
-from jinterp.models.layers import Activation, attention, causal_mask, layer_norm, mlp
+from jinterp.models.layers import NO_WINDOW, Activation, attention, causal_mask, layer_norm, mlp
 from jinterp.names import BLOCK_POINTS, TOP_POINTS, Axes, standard
 
 
@@ -115,6 +115,7 @@ class GPT2(HookedModel):
     """The GPT-2 port; run it with ``model(params, tokens)`` or ``jinterp.run_with_*``."""
 
     config: GPT2Config
+    accepts_context = True  # embed / block take an AttnContext (padding, KV cache)
 
     @property
     def n_layers(self) -> int:
@@ -230,12 +231,17 @@ class GPT2(HookedModel):
         return tuple(self.dims[a] for a in axes)
 
     # ---------------------------------------------------------------------------- forward
-    def embed(self, params: dict, tokens: Int[Array, "batch pos"],
-              hook) -> Float[Array, "batch pos d_model"]:
+    def embed(self, params: dict, tokens: Int[Array, "batch pos"], hook,
+              ctx: AttnContext | None = None) -> Float[Array, "batch pos d_model"]:
+        """Token plus learned positional embeddings; ``ctx`` gives each row's positions."""
         resid = hook("hook_embed", params["embed"]["W_E"][tokens])  # batch pos d_model
         if self.config.positional is Positional.LEARNED:
-            pos = params["pos_embed"]["W_pos"][: tokens.shape[1]]  # pos d_model
-            resid = resid + hook("hook_pos_embed", jnp.broadcast_to(pos[None], resid.shape))
+            if ctx is None:
+                pos = params["pos_embed"]["W_pos"][: tokens.shape[1]]  # pos d_model
+                pos = jnp.broadcast_to(pos[None], resid.shape)  # batch pos d_model
+            else:  # padded rows or a decode step: each row's own positions
+                pos = params["pos_embed"]["W_pos"][ctx.query_positions(tokens.shape[1])]
+            resid = resid + hook("hook_pos_embed", pos)
         return resid
 
     def layer_inputs(self, params: dict) -> dict:
@@ -247,22 +253,27 @@ class GPT2(HookedModel):
             scale = scale / (jnp.arange(cfg.n_layers, dtype=jnp.float32) + 1)
         return {"params": params["blocks"], "attn_scale": scale}
 
-    def block(self, resid: Float[Array, "batch pos d_model"], layer_inputs: dict,
-              hook) -> Float[Array, "batch pos d_model"]:
+    def block(self, resid: Float[Array, "batch pos d_model"], layer_inputs: dict, hook,
+              ctx: AttnContext | None = None):
+        """One block; with ``ctx.return_kv`` also this call's keys and values (the cache's)."""
         cfg = self.config
         p = layer_inputs["params"]
         n_pos = resid.shape[1]
+        mask = causal_mask(n_pos, n_pos) if ctx is None else ctx.mask(n_pos, NO_WINDOW)
         resid_pre = hook("hook_resid_pre", resid)
         attn_in = self._norm(p.get("ln1"), resid_pre, "ln1", hook)
         attn_out = attention(p["attn"], attn_in, hook, scale=layer_inputs["attn_scale"],
-                             mask=causal_mask(n_pos, n_pos))
+                             mask=mask, ctx=ctx)
+        attn_out, kv = attn_out if ctx is not None and ctx.return_kv else (attn_out, None)
         attn_out = hook("hook_attn_out", attn_out)
         if cfg.attn_only:
-            return hook("hook_resid_post", resid_pre + attn_out)
-        resid_mid = hook("hook_resid_mid", resid_pre + attn_out)
-        mlp_in = self._norm(p.get("ln2"), resid_mid, "ln2", hook)
-        mlp_out = hook("hook_mlp_out", mlp(p["mlp"], mlp_in, cfg.activation, hook))
-        return hook("hook_resid_post", resid_mid + mlp_out)
+            resid_post = hook("hook_resid_post", resid_pre + attn_out)
+        else:
+            resid_mid = hook("hook_resid_mid", resid_pre + attn_out)
+            mlp_in = self._norm(p.get("ln2"), resid_mid, "ln2", hook)
+            mlp_out = hook("hook_mlp_out", mlp(p["mlp"], mlp_in, cfg.activation, hook))
+            resid_post = hook("hook_resid_post", resid_mid + mlp_out)
+        return resid_post if kv is None else (resid_post, kv)
 
     def unembed(self, params: dict, resid: Float[Array, "batch pos d_model"],
                 hook) -> Float[Array, "batch pos d_vocab"]:

@@ -24,10 +24,12 @@ import enum
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jax import lax
+from jaxtyping import Array, Bool, Float, Int
 
 from jinterp.hooks import HookFn
-from jinterp.models.rope import rotate
+from jinterp.model import AttnContext
+from jinterp.models.rope import cos_sin, rotate
 
 #: Masked attention scores, as TransformerLens writes them into ``hook_attn_scores``.
 MASKED = -jnp.inf
@@ -169,8 +171,8 @@ def grouped_mix(pattern: Float[Array, "batch n_heads q_pos k_pos"],
 
 
 def attention(p: dict, x: Float[Array, "batch pos d_model"], hook, *, scale: Array | float,
-              mask: Bool[Array, "pos pos"], qk_norm=None, rope=None,
-              softcap: float | None = None) -> Float[Array, "batch pos d_model"]:
+              mask: Bool[Array, "pos pos"] | Bool[Array, "batch pos k_pos"], qk_norm=None,
+              rope=None, softcap: float | None = None, ctx: AttnContext | None = None):
     """Grouped-query attention with TransformerLens's hooks, for every family.
 
     Args:
@@ -180,10 +182,19 @@ def attention(p: dict, x: Float[Array, "batch pos d_model"], hook, *, scale: Arr
         x: the normalised residual.
         hook: the block's hook (``hook.wants("attn.hook_result")`` switches per-head outputs).
         scale: multiplier of the query-key dot products.
-        mask: where a query may attend (causal, maybe windowed).
+        mask: where a query may attend (causal, maybe windowed): ``[pos, pos]``, or per row
+            ``[batch, pos, k_pos]`` with ``ctx`` (:meth:`AttnContext.mask`).
         qk_norm: ``(name, x, w) -> x`` applied to queries and keys before RoPE, or None.
-        rope: ``(cos, sin)`` ``[pos, d_head]`` for rotary models, or None.
+        rope: ``(cos, sin)`` ``[pos, d_head]`` for rotary models (``[batch, pos, d_head]``
+            with per-row positions), or None.
         softcap: Gemma 2's ``cap * tanh(scores / cap)`` before the mask, or None.
+        ctx: padding and KV cache (:class:`jinterp.model.AttnContext`); None for a plain call.
+            With ``ctx.kv`` this call's keys and values are written into the layer's cache at
+            ``ctx.offset`` and the queries attend over every slot (``k_pos`` of the cache).
+
+    Returns:
+        The attention output ``[batch, pos, d_model]``; with ``ctx.return_kv`` also this call's
+        ``(k, v)`` ``[batch, pos, n_kv_heads, d_head]`` (keys after RoPE) for the cache.
     """
     q = add_bias(jnp.einsum("bpd,hde->bphe", x, p["W_Q"]), p.get("b_Q"))  # b pos n_heads d_head
     k = add_bias(jnp.einsum("bpd,kde->bpke", x, p["W_K"]), p.get("b_K"))  # b pos n_kv d_head
@@ -193,20 +204,44 @@ def attention(p: dict, x: Float[Array, "batch pos d_model"], hook, *, scale: Arr
         q = qk_norm("attn.q_norm", q, p["q_norm"]["w"])
         k = qk_norm("attn.k_norm", k, p["k_norm"]["w"])
     if rope is not None:
-        q = hook("attn.hook_rot_q", rotate(q, *rope))
-        k = hook("attn.hook_rot_k", rotate(k, *rope))
-    scores = grouped_scores(q, k) * jnp.asarray(scale, q.dtype)  # batch n_heads q_pos k_pos
+        q = hook("attn.hook_rot_q", rotate_rows(q, *rope))
+        k = hook("attn.hook_rot_k", rotate_rows(k, *rope))
+    k_all, v_all = k, v
+    if ctx is not None and ctx.kv is not None:  # decoding: this call's keys join the cache
+        k_all = lax.dynamic_update_slice_in_dim(ctx.kv[0], k, ctx.offset, axis=1)
+        v_all = lax.dynamic_update_slice_in_dim(ctx.kv[1], v, ctx.offset, axis=1)
+    scores = grouped_scores(q, k_all) * jnp.asarray(scale, q.dtype)  # batch n_heads q_pos k_pos
     if softcap is not None:
         scores = soft_cap(scores, softcap)
+    if ctx is not None:
+        mask = mask[:, None]  # batch 1 q_pos k_pos
     scores = hook("attn.hook_attn_scores", jnp.where(mask, scores, MASKED))
     pattern = hook("attn.hook_pattern", softmax_f32(scores))
-    z = hook("attn.hook_z", grouped_mix(pattern, v))  # batch pos n_heads d_head
+    z = hook("attn.hook_z", grouped_mix(pattern, v_all))  # batch pos n_heads d_head
     if hook.wants("attn.hook_result"):
         result = jnp.einsum("bqhe,hed->bqhd", z, p["W_O"])  # batch pos n_heads d_model
         out = hook("attn.hook_result", result).sum(axis=2)
     else:
         out = jnp.einsum("bqhe,hed->bqd", z, p["W_O"])  # batch pos d_model
-    return add_bias(out, p.get("b_O"))
+    out = add_bias(out, p.get("b_O"))
+    return (out, (k, v)) if ctx is not None and ctx.return_kv else out
+
+
+def rotate_rows(x: Float[Array, "batch pos heads d_head"], cos: Array, sin: Array
+                ) -> Float[Array, "batch pos heads d_head"]:
+    """RoPE with one table for every row (``cos`` ``[pos, d_head]``) or one per row
+    (``[batch, pos, d_head]``: left padding shifts each row's positions)."""
+    if cos.ndim == 2:
+        return rotate(x, cos, sin)
+    return jax.vmap(lambda xb, c, s: rotate(xb[None], c, s)[0])(x, cos, sin)
+
+
+def rope_tables(positions: Int[Array, " pos"] | Int[Array, "batch pos"], inv_freq: Array,
+                dtype) -> tuple[Array, Array]:
+    """cos and sin ``[pos, d_head]``, or ``[batch, pos, d_head]`` for per-row positions."""
+    if positions.ndim == 1:
+        return cos_sin(positions, inv_freq, dtype)
+    return jax.vmap(cos_sin, in_axes=(0, None, None))(positions, inv_freq, dtype)
 
 
 # ------------------------------------------------------------------------------- MLPs

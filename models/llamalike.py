@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from jinterp.model import HookedModel
+from jinterp.model import AttnContext, HookedModel
 from jinterp.models.dtypes import canonical_dtype
 from jinterp.models.layers import (
     NO_WINDOW,
@@ -60,6 +60,7 @@ from jinterp.models.layers import (
     causal_mask,
     gated_mlp,
     rms_norm,
+    rope_tables,
     soft_cap,
 )
 from jinterp.models.rope import Rope, cos_sin
@@ -191,6 +192,7 @@ class LlamaLike(HookedModel):
     """
 
     config: Any
+    accepts_context = True  # embed / block take an AttnContext (padding, KV cache)
 
     @functools.cached_property
     def core(self) -> LlamaLikeConfig:
@@ -299,8 +301,10 @@ class LlamaLike(HookedModel):
         return jax.tree.unflatten(treedef, [make(p, s, k) for (p, s), k in zip(leaves, keys)])
 
     # ---------------------------------------------------------------------------- forward
-    def embed(self, params: dict, tokens: Int[Array, "batch pos"],
-              hook) -> Float[Array, "batch pos d_model"]:
+    def embed(self, params: dict, tokens: Int[Array, "batch pos"], hook,
+              ctx: AttnContext | None = None) -> Float[Array, "batch pos d_model"]:
+        """Token embeddings (scaled for Gemma); positions enter through RoPE, so ``ctx`` is
+        unused here."""
         W_E = params["embed"]["W_E"]
         resid = W_E[tokens]  # batch pos d_model
         if self.core.embed_scale:  # HF rounds sqrt(d_model) to the dtype (55.4256 -> 55.5 in bf16)
@@ -322,26 +326,34 @@ class LlamaLike(HookedModel):
         return {"params": params["blocks"], "inv_freq": jnp.asarray(inv_freq),
                 "window": jnp.asarray(window)}
 
-    def block(self, resid: Float[Array, "batch pos d_model"], layer_inputs: dict,
-              hook) -> Float[Array, "batch pos d_model"]:
+    def block(self, resid: Float[Array, "batch pos d_model"], layer_inputs: dict, hook,
+              ctx: AttnContext | None = None):
+        """One block; with ``ctx.return_kv`` also this call's keys and values (the cache's)."""
         c = self.core
         p = layer_inputs["params"]
         norm = lambda name, x: rms_norm(x, p[name]["w"], c.rms_eps, c.norm_offset, name, hook)
         qk_norm = lambda name, x, w: rms_norm(x, w, c.rms_eps, c.norm_offset, name, hook)
         n_pos = resid.shape[1]
-        rope = cos_sin(jnp.arange(n_pos), layer_inputs["inv_freq"], resid.dtype)  # pos d_head
+        window = layer_inputs["window"]
+        if ctx is None:
+            rope = cos_sin(jnp.arange(n_pos), layer_inputs["inv_freq"], resid.dtype)  # pos d_head
+            mask = causal_mask(n_pos, n_pos, window)
+        else:  # per-row positions: batch pos d_head
+            rope = rope_tables(ctx.query_positions(n_pos), layer_inputs["inv_freq"], resid.dtype)
+            mask = ctx.mask(n_pos, window)
         resid_pre = hook("hook_resid_pre", resid)
         attn_out = attention(p["attn"], norm("ln1", resid_pre), hook, scale=c.attn_scale,
-                             mask=causal_mask(n_pos, n_pos, layer_inputs["window"]),
-                             qk_norm=qk_norm if c.qk_norm else None, rope=rope,
-                             softcap=c.attn_softcap)
+                             mask=mask, qk_norm=qk_norm if c.qk_norm else None, rope=rope,
+                             softcap=c.attn_softcap, ctx=ctx)
+        attn_out, kv = attn_out if ctx is not None and ctx.return_kv else (attn_out, None)
         if c.post_norms:
             attn_out = norm("ln1_post", attn_out)
         resid_mid = hook("hook_resid_mid", resid_pre + hook("hook_attn_out", attn_out))
         mlp_out = gated_mlp(p["mlp"], norm("ln2", resid_mid), c.activation, hook)
         if c.post_norms:
             mlp_out = norm("ln2_post", mlp_out)
-        return hook("hook_resid_post", resid_mid + hook("hook_mlp_out", mlp_out))
+        resid_post = hook("hook_resid_post", resid_mid + hook("hook_mlp_out", mlp_out))
+        return resid_post if kv is None else (resid_post, kv)
 
     def unembed(self, params: dict, resid: Float[Array, "batch pos d_model"],
                 hook) -> Float[Array, "batch pos d_vocab"]:
