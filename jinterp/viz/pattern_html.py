@@ -45,8 +45,10 @@ h1 { font-size: 18px; margin: 0 0 10px 0; }
 #pattern { border: 1px solid #ccc; cursor: crosshair; }
 #info { font-family: monospace; font-size: 13px; min-height: 2.6em; white-space: pre; }
 #tokens { margin-top: 10px; line-height: 2; max-width: 900px; }
-.tok { font-family: monospace; padding: 2px 3px; margin: 1px; border: 1px solid #ddd;
-       border-radius: 3px; cursor: pointer; }
+.tok { display: inline-block; font-family: monospace; padding: 0 3px; margin: 1px;
+       border: 1px solid #ddd; border-radius: 3px; cursor: pointer; line-height: 1.6; }
+.thumb { border: 1px solid #eee; }
+#axes { font-size: 12px; color: #555; margin-bottom: 4px; }
 .tok.dest { outline: 2px solid #d62728; }
 </style></head>
 <body data-ready="false">
@@ -57,6 +59,8 @@ h1 { font-size: 18px; margin: 0 0 10px 0; }
   <span id="selected-name"></span>
 </div>
 <div id="heads"></div>
+<div id="axes">rows: destination (query) position, top to bottom; columns: source (key)
+position, left to right</div>
 <div id="main"><canvas id="pattern"></canvas><div id="info"></div></div>
 <div id="tokens"></div>
 <script id="pattern-data" type="application/json">__DATA__</script>
@@ -97,7 +101,7 @@ h1 { font-size: 18px; margin: 0 0 10px 0; }
       var box = document.createElement("div"); box.className = "head";
       box.setAttribute("data-layer", l); box.setAttribute("data-head", h);
       var thumb = document.createElement("canvas"); thumb.className = "thumb";
-      draw(thumb, P[l][h], Math.max(1, Math.floor(64 / n)));
+      draw(thumb, P[l][h], Math.max(2, Math.floor(96 / n)));
       var label = document.createElement("span"); label.className = "head-label";
       label.textContent = name(l, h);
       box.appendChild(thumb); box.appendChild(label); row.appendChild(box);
