@@ -11,10 +11,18 @@ import jinterp
 from jinterp.experiments.circuits import cli, localise, planted, task
 from jinterp.experiments.circuits.config import CircuitConfig
 
+# The fast study's shapes and PRNG (batch 16, r of 7 tokens, rbg keys), so the tests share its
+# compiled programs.
+FAST = CircuitConfig.fast()
+
+
+def _prompts(seed: int):
+    return task.make_prompts(jax.random.key(seed, impl="rbg"), 16, FAST.half_len, FAST.batch)
+
 
 def test_metric_is_zero_on_corrupted_and_one_on_clean_and_matches_a_loop():
     model, params = planted.planted_model(d_vocab=16, n_ctx=16)
-    clean, corrupted = task.make_prompts(jax.random.key(0), 16, 7, 4)
+    clean, corrupted = _prompts(0)
     np.testing.assert_array_equal(clean[:, :7], clean[:, 7:])  # r r
     np.testing.assert_array_equal(corrupted[:, 7:], clean[:, 7:])  # r' r: same second copy
     assert (np.asarray(corrupted[:, :7]) != np.asarray(clean[:, :7])).any()
@@ -23,7 +31,7 @@ def test_metric_is_zero_on_corrupted_and_one_on_clean_and_matches_a_loop():
     assert float(metric(model(params, corrupted))) == pytest.approx(0.0, abs=1e-6)
     logits = np.asarray(model(params, clean), np.float64)
     losses = []
-    for b in range(4):  # the second copy's predictable targets, one at a time
+    for b in range(16):  # the second copy's predictable targets, one at a time
         for q in range(7, 13):
             logp = logits[b, q] - np.log(np.exp(logits[b, q]).sum())
             losses.append(-logp[int(clean[b, q + 1])])
@@ -34,7 +42,7 @@ def test_metric_is_zero_on_corrupted_and_one_on_clean_and_matches_a_loop():
 
 def test_planted_model_has_the_planted_attention():
     model, params = planted.planted_model(d_vocab=16, n_ctx=16)
-    clean, _ = task.make_prompts(jax.random.key(1), 16, 7, 8)
+    clean, _ = _prompts(1)
     _, cache = jinterp.run_with_cache(model, params, clean)
     prev = np.asarray(cache["blocks.0.attn.hook_pattern"])[:, 0]  # batch q k
     assert prev[:, np.arange(1, 14), np.arange(0, 13)].mean() > 0.99
