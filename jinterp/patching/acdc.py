@@ -88,8 +88,9 @@ class AcdcLog:
 
 
 def _bucket(n: int) -> int:
-    """Calls are padded to a power of two rows, so a search compiles a handful of programs."""
-    return 1 << max(n - 1, 1).bit_length()
+    """Calls are padded to a power of two rows (at least 8), so a search compiles a handful of
+    programs (one on a toy model) whatever the in-degrees of its nodes."""
+    return max(8, 1 << max(n - 1, 1).bit_length())
 
 
 def _owners(model: HookedModel, node: Node) -> list[int]:

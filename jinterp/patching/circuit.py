@@ -21,8 +21,8 @@ entering block 0; the attention output bias belongs to no head and is in both ru
 LayerNorm / RMSNorm, biases, RoPE, GQA and gated MLPs need no special case: for layer ``l``
 
 1. every q, k and v input slot gets its own residual (``[n_heads + 2 n_kv_heads, batch, pos,
-   d_model]``) and the block, vmapped over the slots, turns each into its ``hook_q`` / ``hook_k``
-   / ``hook_v`` (only the slot's own head is kept; the rest of the block is dead code);
+   d_model]``) and the block, vmapped over the slots and traced only up to ``hook_q`` /
+   ``hook_k`` / ``hook_v``, turns each into its query, key or value (its own head kept);
 2. the block runs with ``hook_q/k/v`` patched to those values and yields every head's output;
 3. the MLP reads its own masked residual (``hook_resid_mid`` patched) and yields its output.
 
@@ -74,7 +74,7 @@ class Circuit:
         model: the port whose node graph the mask indexes (static).
     """
 
-    mask: Float[Array, " n"]
+    mask: Float[Array, "... n"]
     model: HookedModel = struct.field(pytree_node=False)
 
     # ----------------------------------------------------------------------- builders
@@ -257,11 +257,16 @@ def mask_matrix(model: HookedModel, mask: Float[Array, " n"]) -> Float[Array, ".
     return out.at[index[:, 0], index[:, 1]].set(mask)
 
 
+class _Reached(Exception):
+    """Raised by a hook to stop tracing a block once the activation it needs exists."""
+
+
 def _head_inputs(model, x_l, x: Float[Array, "n batch pos d_model"], point: str
                  ) -> Float[Array, "batch pos heads d_head"]:
     """``point`` (``attn.hook_q/k/v``) of head ``i`` computed by the block from its own ``x[i]``.
 
-    The block runs once per head (vmapped); everything after ``point`` is dead code.
+    The block runs once per head (vmapped) and is traced only up to ``point``: the hook raises
+    once it has the value, so the rest of the block is never built (cheaper to compile).
     """
     def one(resid):
         got = {}
@@ -269,9 +274,15 @@ def _head_inputs(model, x_l, x: Float[Array, "n batch pos d_model"], point: str
         def record(name, act):
             if name == point:
                 got[name] = act
+                raise _Reached
             return act
 
-        model.block(resid, x_l, BlockHook(record, frozenset()))
+        try:
+            model.block(resid, x_l, BlockHook(record, frozenset()))
+        except _Reached:
+            pass
+        if point not in got:
+            raise RuntimeError(f"{type(model).__name__}.block never reported {point!r}.")
         return got[point]  # batch pos heads d_head
 
     n = x.shape[0]
