@@ -127,7 +127,7 @@ def plot_layer_pos(values: Float[ArrayLike, "layer pos"], out: str | os.PathLike
                    panel_size=_size_for(x.shape[1], x.shape[0]))
 
 
-def plot_layer_head(values: Float[ArrayLike, "layer head"], out: str | os.PathLike, *,
+def plot_layer_head(values: Float[ArrayLike, "layer n_heads"], out: str | os.PathLike, *,
                     title: str | None = None, center: float | None = 0.0,
                     cmap: str = CMAP) -> Path:
     """``[layer, head]`` (``get_act_patch_attn_head_*_all_pos``): layer x head."""
@@ -138,7 +138,7 @@ def plot_layer_head(values: Float[ArrayLike, "layer head"], out: str | os.PathLi
                    panel_size=_size_for(x.shape[1], x.shape[0]))
 
 
-def plot_layer_pos_head(values: Float[ArrayLike, "layer pos head"], out: str | os.PathLike, *,
+def plot_layer_pos_head(values: Float[ArrayLike, "layer pos n_heads"], out: str | os.PathLike, *,
                         tokens=None, tokenizer=None, title: str | None = None,
                         center: float | None = 0.0, cmap: str = CMAP, ncols: int = 4) -> Path:
     """``[layer, pos, head]`` (``*_by_pos``): one layer x position panel per head."""
@@ -151,7 +151,7 @@ def plot_layer_pos_head(values: Float[ArrayLike, "layer pos head"], out: str | o
                    out=out, panel_size=_size_for(x.shape[1], x.shape[0]))
 
 
-def plot_layer_head_dest(values: Float[ArrayLike, "layer head dest"], out: str | os.PathLike, *,
+def plot_layer_head_dest(values: Float[ArrayLike, "layer n_heads q_pos"], out: str | os.PathLike, *,
                          tokens=None, tokenizer=None, title: str | None = None,
                          center: float | None = 0.0, cmap: str = CMAP, ncols: int = 4) -> Path:
     """``[layer, head, dest]`` (``attn_head_pattern_by_pos``): one head x dest panel per layer."""
@@ -164,7 +164,7 @@ def plot_layer_head_dest(values: Float[ArrayLike, "layer head dest"], out: str |
                    out=out, panel_size=_size_for(x.shape[2], x.shape[1]))
 
 
-def plot_layer_head_dest_src(values: Float[ArrayLike, "layer head dest src"],
+def plot_layer_head_dest_src(values: Float[ArrayLike, "layer n_heads q_pos k_pos"],
                              out: str | os.PathLike, *, tokens=None, tokenizer=None,
                              title: str | None = None, center: float | None = 0.0,
                              cmap: str = CMAP) -> Path:
@@ -196,7 +196,7 @@ def plot_block_every(values: Float[ArrayLike, "3 layer pos"], out: str | os.Path
                    panel_size=_size_for(x.shape[2], x.shape[1]))
 
 
-def plot_head_stack(values: Float[ArrayLike, "n layer head"], names: Sequence[str],
+def plot_head_stack(values: Float[ArrayLike, "n layer n_heads"], names: Sequence[str],
                     out: str | os.PathLike, *, title: str | None = None,
                     center: float | None = 0.0, cmap: str = CMAP, ncols: int = 5) -> Path:
     """``[n, layer, head]``: ``n`` named layer x head maps side by side on one colour scale
@@ -212,7 +212,7 @@ def plot_head_stack(values: Float[ArrayLike, "n layer head"], names: Sequence[st
                    out=out, panel_size=_size_for(x.shape[2], x.shape[1]))
 
 
-def plot_head_every(values: Float[ArrayLike, "5 layer head"], out: str | os.PathLike, *,
+def plot_head_every(values: Float[ArrayLike, "5 layer n_heads"], out: str | os.PathLike, *,
                     title: str | None = None, center: float | None = 0.0,
                     cmap: str = CMAP) -> Path:
     """``[5, layer, head]`` (``get_act_patch_attn_head_all_pos_every``): out, q, k, v, pattern."""
@@ -221,7 +221,7 @@ def plot_head_every(values: Float[ArrayLike, "5 layer head"], out: str | os.Path
                            center=center, cmap=cmap)
 
 
-def plot_head_by_pos_every(values: Float[ArrayLike, "5 layer pos head"], out: str | os.PathLike,
+def plot_head_by_pos_every(values: Float[ArrayLike, "5 layer pos n_heads"], out: str | os.PathLike,
                            *, tokens=None, tokenizer=None, title: str | None = None,
                            center: float | None = 0.0, cmap: str = CMAP) -> Path:
     """``[5, layer, pos, head]`` (``get_act_patch_attn_head_by_pos_every``): a row per site
