@@ -239,7 +239,7 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
 def run_model(model, plan: Plan, params, inputs: jax.Array, top_chains: Mapping[str, tuple],
               groups_data: list, deltas: Mapping[str, Any] | None = None, unroll: int | bool = 1,
               ctx: AttnContext | None = None
-              ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, jax.Array]]:
+              ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
     """One forward as ``plan`` says: ``(logits or residual, top captures, block captures)``.
 
     ``ctx`` (padding, KV cache) goes to ``embed`` and every ``block``; without it the ports

@@ -14,8 +14,9 @@ results have ``[layer, n_kv_heads]`` / ``[layer, pos, n_kv_heads]``; the ``*_eve
 repeat them over each group's query heads so the rows stack (see
 :func:`jinterp.patching.sites.stack_every`).
 
-Every sweep is one program per start layer, vmapped over nodes (see
-:mod:`jinterp.patching.sweep`): ``chunk_size`` bounds how many patched forwards run at once.
+Every sweep is one program per start layer and suffix bucket, vmapped over nodes (see
+:mod:`jinterp.patching.sweep` and :mod:`jinterp.patching.suffix`): ``chunk_size`` bounds how
+many patched forwards run at once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from jaxtyping import Array, Float
 
 from jinterp.model import HookedModel
 from jinterp.patching.sites import EVERY, SITES, Site, get_site, stack_every
-from jinterp.patching.sweep import MetricFn, run_sweep
+from jinterp.patching.sweep import DEFAULT_BUCKETS, MetricFn, run_sweep
 
 
 def check_tokens(tokens) -> tuple[int, int]:
@@ -72,7 +73,8 @@ def site_activations(model: HookedModel, site: Site, cache: Mapping, batch: int 
 
 def act_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
               patching_metric: MetricFn, site: str | Site, *, chunk_size: int | None = None,
-              devices: Sequence | None = None) -> Float[Array, "..."]:
+              devices: Sequence | None = None,
+              suffix_buckets: int | None = DEFAULT_BUCKETS) -> Float[Array, "..."]:
     """Patches each node of ``site`` from ``clean_cache`` into the corrupted run.
 
     Args:
@@ -84,6 +86,8 @@ def act_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping
         site: a name of :data:`~jinterp.patching.sites.SITES` (``"resid_pre"``, ...).
         chunk_size: patches vmapped at once (None: one layer's nodes at once).
         devices: devices to shard the patches over (default: all).
+        suffix_buckets: suffix lengths compiled per layer: each patch recomputes only the
+            positions it can change (:mod:`jinterp.patching.suffix`); None: every position.
 
     Returns:
         ``[layer, *node_axes]`` (TransformerLens's shape for the same sweep), float32.
@@ -92,7 +96,7 @@ def act_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping
     batch, n_pos = check_tokens(corrupted_tokens)
     sources = site_activations(model, site, clean_cache, batch, n_pos, "clean_cache")
     return run_sweep(model, params, corrupted_tokens, site, sources, patching_metric,
-                     chunk_size=chunk_size, devices=devices)
+                     chunk_size=chunk_size, devices=devices, suffix_buckets=suffix_buckets)
 
 
 def _define(site_name: str):
@@ -102,9 +106,10 @@ def _define(site_name: str):
 
     def sweep(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
               patching_metric: MetricFn, *, chunk_size: int | None = None,
-              devices: Sequence | None = None) -> Float[Array, "..."]:
+              devices: Sequence | None = None,
+              suffix_buckets: int | None = DEFAULT_BUCKETS) -> Float[Array, "..."]:
         return act_patch(model, params, corrupted_tokens, clean_cache, patching_metric, site,
-                         chunk_size=chunk_size, devices=devices)
+                         chunk_size=chunk_size, devices=devices, suffix_buckets=suffix_buckets)
 
     sweep.__name__ = sweep.__qualname__ = f"get_act_patch_{site_name}"
     sweep.__doc__ = (f"Patches ``{site.point}`` from ``clean_cache`` into the corrupted run, one "

@@ -29,11 +29,15 @@ ranking (the paper's use), not metric values.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from jinterp.loop import run_model
+from jinterp.metrics import Metric
 from jinterp.model import HookedModel
 from jinterp.names import block_name
 from jinterp.patching.attr_checks import (
@@ -46,6 +50,9 @@ from jinterp.patching.attr_checks import (
 from jinterp.patching.attr_grads import corrupted_grads, grad_drop_grads, integrated_grads
 from jinterp.patching.attr_qk import patched_scores, qk_estimate
 from jinterp.patching.sites import EVERY, SITES, Site, get_site, stack_every
+from jinterp.patching.sweep import final_metric
+from jinterp.plan import split_leaves
+from jinterp.run import _rebuild, prepare
 
 METHODS = ("atp", "atp*", "ig")
 _QK_POINTS = ("attn.hook_pattern", "attn.hook_attn_scores", "hook_attn_out")
@@ -81,6 +88,40 @@ def _layer_estimates(model: HookedModel, site: Site, clean, acts: Mapping, grads
             delta = clean[layer] - acts[site.point][layer]
             rows.append(site.to_nodes(model, delta * grads[site.point][layer]))
     return jnp.stack(rows)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "plan", "metric_static"))
+def _grads_at_positions(params, tokens, metric_leaves, *, model, plan, metric_static):
+    metric = _rebuild(metric_static, metric_leaves)
+
+    def value(deltas):
+        final, _, acts = run_model(model, plan, params, tokens, {}, [],
+                                   {"top": {}, "block": deltas})
+        return final_metric(model, params, final, metric), acts
+
+    shapes = jax.eval_shape(lambda: run_model(model, plan, params, tokens, {}, [])[2])
+    zeros = {p: jnp.zeros(s.shape, s.dtype) for p, s in shapes.items()}
+    (result, acts), grads = jax.value_and_grad(value, has_aux=True)(zeros)
+    return result, acts, grads
+
+
+def metric_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...]
+                 ) -> tuple[Float[Array, ""], dict[str, Array], dict[str, Array]]:
+    """``(M(corrupted), {point: activations [layer, ...]}, {point: dM/d activation})``.
+
+    A :class:`~jinterp.metrics.Metric` that names its positions gets the sweeps' readout
+    (:func:`jinterp.patching.sweep.final_metric`): the run stops at the final residual, which
+    is unembedded at those positions (a logit difference: its two tokens) only, forward and
+    backward, instead of every position's logits (GPT-2 small at 16 tokens: 30% of a forward
+    and of its backward). Any other metric: :func:`~jinterp.patching.attr_grads.corrupted_grads`.
+    """
+    if not (isinstance(metric, Metric) and metric.pos is not None):
+        return corrupted_grads(model, params, tokens, metric, points)
+    names = [block_name(layer, p) for p in points for layer in range(model.n_layers)]
+    prep = prepare(model, params, tokens, names, None, None, model.n_layers)
+    leaves, static, treedef = split_leaves(metric)
+    return _grads_at_positions(params, prep.inputs, leaves, model=model, plan=prep.plan,
+                               metric_static=(treedef, static))
 
 
 def _inside_block(site: Site) -> bool:
@@ -119,7 +160,7 @@ def attr_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mappin
     tokens = jnp.asarray(corrupted_tokens)
     qk = _uses_qk(site, method)
     points = (site.point,) + (_QK_POINTS if qk else ())
-    base, acts, grads = corrupted_grads(model, params, tokens, patching_metric, points)
+    base, acts, grads = metric_grads(model, params, tokens, patching_metric, points)
     if method == "ig":
         mean_grads = integrated_grads(model, params, tokens, patching_metric, site.point, clean,
                                       acts[site.point], steps, chunk_size)

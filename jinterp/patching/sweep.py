@@ -3,12 +3,19 @@
 Why it is fast (a plain ``vmap`` of full forwards is not faster than a Python loop on a CPU):
 
 - **Start at the layer.** Patching node ``n`` at layer ``l`` leaves blocks ``0 .. l-1`` as in
-  the unpatched run, so each patch starts from that run's cached ``blocks.{l}.hook_resid_pre``
+  the unpatched run, so each patch starts from that run's ``blocks.{l}.hook_resid_pre``
   (``start_at_layer=l``): a 12-layer sweep computes 78 blocks per position instead of 144.
-  Patches are grouped by start layer: one program per layer, cached by ``jit`` (and JAX's
-  persistent compilation cache), vmapped over the layer's nodes.
+  Patches are grouped by start layer, vmapped over the layer's nodes.
+- **Start at the position** (``suffix_buckets``, :mod:`jinterp.patching.suffix`). A node at
+  position ``p`` leaves positions ``< p`` unchanged (causal attention), so it recomputes
+  positions ``p ..`` only (from its bucket's first position), reading earlier keys and values
+  from the unpatched run; a node after the keys and values (a head's output, q, the pattern,
+  attn_out, the MLP) runs its own layer at its position alone. One program per layer and
+  bucket.
 - **Only the logits the metric reads.** A :class:`jinterp.metrics.Metric` names its positions:
-  the patched run stops at the final residual and unembeds those positions only.
+  the patched run stops at the final residual and unembeds those positions only; a logit
+  difference computes its two tokens' logits only; a metric of one position runs the last
+  block at that position alone (the others only give it keys and values).
 - **No host sync per patch.** Node indices are data; the per-layer programs are dispatched
   back to back and the results stay on the device.
 - **Bounded memory.** ``chunk_size`` nodes are vmapped at a time (``lax.map`` over chunks),
@@ -32,16 +39,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
+from jinterp import readout
 from jinterp.hooks import Hooks
-from jinterp.metrics import Metric, take_positions
+from jinterp.metrics import LogitDiff, Metric, NormalisedLogitDiff, take_positions
 from jinterp.model import HookedModel
+from jinterp.patching import suffix
 from jinterp.patching.sites import Site
 from jinterp.plan import split_leaves
 from jinterp.run import run_with_cache, run_with_hooks
 
 MetricFn = Callable[[Float[Array, "batch pos d_vocab"]], Float[Array, ""]]
+
+#: Suffix lengths compiled per layer (:mod:`jinterp.patching.suffix`).
+DEFAULT_BUCKETS = 4
 
 
 def check_chunk_size(chunk_size: int | None) -> None:
@@ -69,22 +81,80 @@ def check_metric(model: HookedModel, metric: MetricFn, batch: int, n_pos: int) -
                          "Reduce over the batch (e.g. .mean()).")
 
 
+def _token_reads(metric: MetricFn):
+    """``(ids [batch, k], metric on those k columns)`` for metrics that read a few tokens' logits
+    (logit differences), else None."""
+    if not isinstance(metric, (LogitDiff, NormalisedLogitDiff)):
+        return None
+    answer, wrong = (jnp.asarray(t, jnp.int32) for t in (metric.answer, metric.wrong))
+    shape = jnp.broadcast_shapes(answer.shape, wrong.shape)
+    ids = jnp.stack([jnp.broadcast_to(answer, shape), jnp.broadcast_to(wrong, shape)], -1)
+    return ids, metric.replace(answer=0, wrong=1)
+
+
+def _column_logits(model: HookedModel, params, resid: Float[Array, "batch n d_model"],
+                   ids: Int[Array, "*b k"]) -> Float[Array, "batch n k"]:
+    """The logits of tokens ``ids`` (per example or shared) only: the port's unembedding
+    (final norm, ``W_U``, ``b_U``, soft-cap) on ``k`` columns instead of ``d_vocab``."""
+    x = readout.ln_final(model, params, resid)
+    W, b = model.unembed_weights(params)
+    ids = jnp.broadcast_to(ids, (resid.shape[0], ids.shape[-1]))  # batch k
+    logits = jnp.einsum("bnd,dbk->bnk", x, jnp.take(W, ids, axis=1))  # batch n k
+    if b is not None:
+        logits = logits + b[ids][:, None, :]
+    return readout.soft_cap_logits(model, logits)
+
+
+def final_metric(model: HookedModel, params, final: Float[Array, "batch pos d_model"],
+                 metric: MetricFn) -> Float[Array, ""]:
+    """The metric of the residual after the last block, computing only the logits it reads.
+
+    A :class:`~jinterp.metrics.Metric` with positions is unembedded at ``metric.pos`` only
+    (ports' unembeddings act on each position alone); a logit difference there computes its
+    two tokens' logits only (through the port's reading protocol, :mod:`jinterp.readout`).
+    """
+    if not (isinstance(metric, Metric) and metric.pos is not None):
+        return metric(run_with_hooks(model, params, final, {}, start_at_layer=model.n_layers))
+    return selected_metric(model, params, take_positions(final, metric.pos), metric)
+
+
+def selected_metric(model: HookedModel, params, selected: Float[Array, "batch n d_model"],
+                    metric: Metric) -> Float[Array, ""]:
+    """A positioned metric from the final residual at its positions ``[batch, n_sel, d_model]``."""
+    reads = _token_reads(metric)
+    if reads is not None and _readable(model):
+        ids, on_columns = reads
+        return on_columns.at_positions(_column_logits(model, params, selected, ids))
+    logits = run_with_hooks(model, params, selected, {}, start_at_layer=model.n_layers)
+    return metric.at_positions(logits)
+
+
+def query_position(metric: MetricFn, n_pos: int) -> Int[Array, ""] | None:
+    """The one position a metric reads (``0 .. n_pos - 1``), or None (several, or unknown)."""
+    if not (isinstance(metric, Metric) and metric.pos is not None and np.ndim(metric.pos) == 0):
+        return None
+    pos = jnp.asarray(metric.pos, jnp.int32)
+    return jnp.where(pos < 0, pos + n_pos, pos)
+
+
+def _readable(model: HookedModel) -> bool:
+    try:
+        readout.check_reading_protocol(model)
+    except TypeError:
+        return False
+    return True
+
+
 def patched_metric(model: HookedModel, params, resid: Float[Array, "batch pos d_model"],
                    hooks: Hooks, start_at_layer: int, metric: MetricFn) -> Float[Array, ""]:
     """The metric of a run from ``resid`` at ``start_at_layer`` with ``hooks``.
 
     A :class:`~jinterp.metrics.Metric` with positions gets the logits of those positions only
-    (the run stops at the final residual, which is unembedded at ``metric.pos``); ports'
-    unembeddings act on each position alone, so the values are the same.
+    (the run stops at the final residual, which is unembedded at ``metric.pos``).
     """
-    n = model.n_layers
-    if isinstance(metric, Metric) and metric.pos is not None:
-        final = run_with_hooks(model, params, resid, hooks, start_at_layer=start_at_layer,
-                               stop_at_layer=n)
-        logits = run_with_hooks(model, params, take_positions(final, metric.pos), {},
-                                start_at_layer=n)
-        return metric.at_positions(logits)
-    return metric(run_with_hooks(model, params, resid, hooks, start_at_layer=start_at_layer))
+    final = run_with_hooks(model, params, resid, hooks, start_at_layer=start_at_layer,
+                           stop_at_layer=model.n_layers)
+    return final_metric(model, params, final, metric)
 
 
 def corrupted_resid(model: HookedModel, params, tokens) -> Float[Array, "layer batch pos d_model"]:
@@ -100,7 +170,32 @@ def _rebuild(static, leaves):
                                         for d, s in zip(leaves, static_leaves)])
 
 
-def _layer_sweep(params, resid, source, metric, *, model, site, layer, n_nodes, chunk, mesh):
+def _chunked(one, node_arrays: Sequence[np.ndarray], chunk: int | None, n_dev: int,
+             mesh) -> Float[Array, " n"]:
+    """``one(*per_node)`` for every node, ``chunk`` nodes vmapped at a time (``lax.map``).
+
+    ``node_arrays`` are static per-node integers (indices, positions); the last chunk is padded
+    with copies of the last node, and with a mesh each chunk's nodes are sharded over it.
+    """
+    n = len(node_arrays[0])
+    chunk = n if chunk is None else min(chunk, n)
+    chunk = n_dev * math.ceil(chunk / n_dev)
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    arrays = [jnp.asarray(np.concatenate([a, np.repeat(a[-1:], pad)]).reshape(n_chunks, chunk))
+              for a in node_arrays]
+    if mesh is not None:
+        spec = NamedSharding(mesh, PartitionSpec(None, "sweep"))
+        arrays = [lax.with_sharding_constraint(a, spec) for a in arrays]
+    if n_chunks == 1:
+        values = jax.vmap(one)(*(a[0] for a in arrays))[None]
+    else:
+        values = lax.map(lambda xs: jax.vmap(one)(*xs), tuple(arrays))
+    return values.reshape(-1)[:n].astype(jnp.float32)
+
+
+def _layer_sweep(params, resid, source, metric, *, model, site, layer, n_nodes, chunk, n_dev,
+                 mesh):
     """The metric of every node of ``site`` at ``layer`` patched, from ``resid`` at ``layer``."""
     n_pos = resid.shape[1]
 
@@ -108,27 +203,46 @@ def _layer_sweep(params, resid, source, metric, *, model, site, layer, n_nodes, 
         hooks = {site.hook_name(layer): site.node_patch(model, n_pos, index, source)}
         return patched_metric(model, params, resid, hooks, layer, metric)
 
-    n_chunks = -(-n_nodes // chunk)
-    index = jnp.minimum(jnp.arange(n_chunks * chunk), n_nodes - 1).reshape(n_chunks, chunk)
-    if mesh is not None:
-        spec = NamedSharding(mesh, PartitionSpec(None, "sweep"))
-        index = lax.with_sharding_constraint(index, spec)
-    if n_chunks == 1:
-        values = jax.vmap(one)(index[0])[None]
-    else:
-        values = lax.map(jax.vmap(one), index)
-    return values.reshape(-1)[:n_nodes].astype(jnp.float32)
+    return _chunked(one, [np.arange(n_nodes, dtype=np.int32)], chunk, n_dev, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "site", "n_nodes", "chunk",
-                                             "metric_static", "mesh"))
-def _sweep(params, tokens, sources, metric_leaves, *, model, site, n_nodes, chunk,
-           metric_static, mesh):
+def _layer_sweep_suffix(params, run, source, metric, *, model, site, layer, n_nodes, chunk,
+                        n_dev, mesh, n_buckets):
+    """As :func:`_layer_sweep`, each node recomputing only the positions it changes
+    (:mod:`jinterp.patching.suffix`), one program per bucket of positions; a metric that reads
+    one position gets the last block at that position only."""
+    n_pos = run.final.shape[1]
+    query = query_position(metric, n_pos)
+    parts = suffix.groups(model, site, n_pos, n_buckets)
+    values = []
+    for start, nodes, positions in parts:
+        def one(index, pos, start=start):
+            final = suffix.patched_final(model, params, run, source, index, pos, site=site,
+                                         layer=layer, start=start, query=query)
+            if query is None:
+                return final_metric(model, params, final, metric)
+            return selected_metric(model, params, final, metric)
+
+        values.append(_chunked(one, [nodes, positions], chunk, n_dev, mesh))
+    inverse = suffix.node_order([nodes for _, nodes, _ in parts], n_nodes)
+    return jnp.concatenate(values)[inverse]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "site", "n_nodes", "chunk", "n_dev",
+                                             "metric_static", "mesh", "n_buckets"))
+def _sweep(params, tokens, sources, metric_leaves, *, model, site, n_nodes, chunk, n_dev,
+           metric_static, mesh, n_buckets):
     metric = _rebuild(metric_static, metric_leaves)
-    resid = corrupted_resid(model, params, tokens)
-    rows = [_layer_sweep(params, resid[layer], sources[layer], metric, model=model, site=site,
-                         layer=layer, n_nodes=n_nodes, chunk=chunk, mesh=mesh)
-            for layer in range(model.n_layers)]
+    common = dict(model=model, site=site, n_nodes=n_nodes, chunk=chunk, n_dev=n_dev, mesh=mesh)
+    if n_buckets is None:
+        resid = corrupted_resid(model, params, tokens)
+        rows = [_layer_sweep(params, resid[layer], sources[layer], metric, layer=layer, **common)
+                for layer in range(model.n_layers)]
+    else:
+        run = suffix.unpatched_run(model, params, tokens)
+        rows = [_layer_sweep_suffix(params, run, sources[layer], metric, layer=layer,
+                                    n_buckets=n_buckets, **common)
+                for layer in range(model.n_layers)]
     return jnp.stack(rows)
 
 
@@ -137,30 +251,44 @@ def _mesh(devices: Sequence | None) -> Mesh | None:
     return Mesh(np.array(devices), ("sweep",)) if len(devices) > 1 else None
 
 
-def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices):
+def check_buckets(n_buckets: int | None) -> None:
+    """``n_buckets`` is None (every position recomputed) or an int >= 1."""
+    if n_buckets is None:
+        return
+    if isinstance(n_buckets, bool) or not isinstance(n_buckets, (int, np.integer)) \
+            or n_buckets < 1:
+        raise ValueError(f"suffix_buckets={n_buckets!r}: it is the number of suffix lengths "
+                         "compiled (an int >= 1), or None to recompute every position.")
+
+
+def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices, n_buckets):
     check_chunk_size(chunk_size)
+    check_buckets(n_buckets)
     batch, n_pos = np.shape(tokens)
     check_metric(model, metric, batch, n_pos)
     n_nodes = site.n_nodes(model, n_pos)
     mesh = _mesh(devices)
-    chunk = n_nodes if chunk_size is None else min(int(chunk_size), n_nodes)
     sources = list(sources)
+    n_dev = 1
     if mesh is not None:
         n_dev = mesh.devices.size
-        chunk = n_dev * math.ceil(chunk / n_dev)
         replicated = NamedSharding(mesh, PartitionSpec())
         params, tokens, sources = jax.device_put((params, jnp.asarray(tokens), sources),
                                                  replicated)
+    if not suffix.supported(model):
+        n_buckets = None
     leaves, static, treedef = split_leaves(metric)
-    static_args = dict(model=model, site=site, n_nodes=n_nodes, chunk=chunk,
-                       metric_static=(treedef, static), mesh=mesh)
+    static_args = dict(model=model, site=site, n_nodes=n_nodes,
+                       chunk=None if chunk_size is None else int(chunk_size), n_dev=n_dev,
+                       metric_static=(treedef, static), mesh=mesh,
+                       n_buckets=None if n_buckets is None else int(n_buckets))
     return (params, tokens, sources, leaves), static_args
 
 
 def run_sweep(model: HookedModel, params, tokens, site: Site,
               sources: Sequence[Float[Array, "..."]], metric: MetricFn, *,
-              chunk_size: int | None = None, devices: Sequence | None = None
-              ) -> Float[Array, "..."]:
+              chunk_size: int | None = None, devices: Sequence | None = None,
+              suffix_buckets: int | None = DEFAULT_BUCKETS) -> Float[Array, "..."]:
     """Patches every node of ``site`` at every layer into the run on ``tokens``, one at a time.
 
     Args:
@@ -172,24 +300,28 @@ def run_sweep(model: HookedModel, params, tokens, site: Site,
         metric: ``logits -> scalar``; a :class:`~jinterp.metrics.Metric` computes only the
             logits it reads.
         chunk_size: nodes vmapped at once (memory: ``chunk_size`` forwards); None: a layer's
-            nodes at once.
+            nodes at once (with suffix buckets: a bucket's).
         devices: devices to shard each chunk's nodes over; default every device (no sharding
             with one).
+        suffix_buckets: each node recomputes only the positions it can change, from its
+            bucket's first position on (:mod:`jinterp.patching.suffix`); this many suffix
+            lengths are compiled per layer. None: every position from the node's layer on (also
+            what ports without an attention context get).
 
     Returns:
         ``site.result_shape(model, n_pos)``: the metric of each patched run (float32).
     """
     args, static_args = _prepare(model, params, tokens, site, sources, metric, chunk_size,
-                                 devices)
+                                 devices, suffix_buckets)
     rows = _sweep(*args, **static_args)
     return rows.reshape(site.result_shape(model, np.shape(tokens)[1]))
 
 
 def lower_sweep(model: HookedModel, params, tokens, site: Site,
                 sources: Sequence[Float[Array, "..."]], metric: MetricFn, *,
-                chunk_size: int | None = None, devices: Sequence | None = None
-                ) -> jax.stages.Lowered:
+                chunk_size: int | None = None, devices: Sequence | None = None,
+                suffix_buckets: int | None = DEFAULT_BUCKETS) -> jax.stages.Lowered:
     """The program :func:`run_sweep` runs, for inspection (``.compile()``, memory, HLO)."""
     args, static_args = _prepare(model, params, tokens, site, sources, metric, chunk_size,
-                                 devices)
+                                 devices, suffix_buckets)
     return _sweep.lower(*args, **static_args)
