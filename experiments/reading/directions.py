@@ -3,27 +3,28 @@
 Contrast sets (:func:`.data.contrast_prompts`): prompts ``r r[:k+1]`` whose induction answer
 (the token after the last token's earlier occurrence) is ``A`` (positive) or ``B``
 (negative). :func:`jinterp.steering.diff_in_means` at the last position gives one direction
-per residual (every block's input and the output). Two held-out tests, each one compiled
-program:
+after every block (``hook_resid_post``). Two held-out tests, each one compiled program:
 
 * directional ablation (:func:`jinterp.steering.ablation_hooks`: projected out of every
   residual, every position; Arditi et al. 2024) of each layer's direction, against random
   unit directions: how much of the held-out logit-difference separation
   ``mean_pos(l_A - l_B) - mean_neg(l_A - l_B)`` survives, and the loss on the repeated
   tokens of the ``r r`` probe (a targeted direction leaves other predictions alone).
-  All directions are one ``vmap``.
-* steering (:func:`jinterp.steering.steering_hooks`, at the last position): adding
-  ``scale * v`` to the negative prompts at the residual it was read from; the share of prompts
-  whose top prediction becomes ``A``, over a vmapped sweep of scales (scale 1 moves the
-  negative mean onto the positive mean), against a random vector of the same norm.
+  The clean run and all directions are one program (the directions a ``vmap``).
+* steering (``jinterp.At`` + ``jinterp.Steer``, the hooks :func:`jinterp.steering.steer`
+  builds, at the last position): adding ``scale * v`` to the negative prompts where it was
+  read; the share of prompts whose top prediction becomes ``A``, over a sweep of scales (scale
+  1 moves the negative mean onto the positive mean), against a random vector of the same norm
+  as the output's direction. Vectors, layers and scales are all ``vmap`` axes.
 
-Expected: the answer is written by the induction heads (layer 1), so only the output's
-direction carries it; the embeddings' direction is noise.
+Expected: the answer is written by the induction heads (layer 1), so only the direction read
+after layer 1 carries it; after layer 0 the last position knows little about ``A``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -65,57 +66,56 @@ class SteeringConfig:
             raise ValueError("Need n_prompts >= 2, n_random >= 1 and at least one scale.")
 
 
-def directions(model, params, positive, negative) -> Float[Array, "layer_p1 d_model"]:
-    """Difference in means at the last position of every block's input and of the output."""
-    pre = steering.diff_in_means(model, params, positive, negative, point="hook_resid_pre")
-    post = steering.diff_in_means(model, params, positive, negative, point="hook_resid_post")
-    return jnp.concatenate([pre, post[-1:]])  # layer+1 d_model
+def directions(model, params, positive, negative) -> Float[Array, "layer d_model"]:
+    """Difference in means at the last position after every block (``hook_resid_post``)."""
+    return steering.diff_in_means(model, params, positive, negative, point="hook_resid_post")
 
 
 def _answer_diff(logits: Float[Array, "batch pos d_vocab"], answers) -> Float[Array, " batch"]:
     return logits[:, -1, answers[0]] - logits[:, -1, answers[1]]
 
 
-def _separation(diff: Float[Array, " batch"], n_pos: int) -> Float[Array, ""]:
-    return diff[:n_pos].mean() - diff[n_pos:].mean()
-
-
+@functools.partial(jax.jit, static_argnames=("model", "n_pos", "half_len", "answers"))
 def ablation_sweep(model, params, dirs: Float[Array, "n d_model"],
-                   contrast: Int[Array, "batch pos"], n_pos: int, probe: Int[Array, "b2 pos2"],
-                   half_len: int, answers: tuple[int, int]) -> dict[str, Array]:
-    """Separation and ``r r`` repeated-token loss with each direction ablated (one vmap)."""
+                   contrast: Int[Array, "batch pos"], probe: Int[Array, "b2 pos2"], *,
+                   n_pos: int, half_len: int, answers: tuple[int, int]
+                   ) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    """``(clean, ablated)`` separation and ``r r`` repeated-token loss, ablated for each
+    direction (one program: the directions are a ``vmap``).
 
-    @jax.jit
-    def run(params, dirs):
-        def one(d):
-            hooks = steering.ablation_hooks(model, d)
-            sep = _separation(_answer_diff(
-                jinterp.run_with_hooks(model, params, contrast, hooks), answers), n_pos)
-            loss = repeated_loss(jinterp.run_with_hooks(model, params, probe, hooks), probe,
-                                 half_len)
-            return sep, loss
-        return jax.vmap(one)(dirs)
+    ``contrast`` holds the ``n_pos`` positive prompts, then the negative ones.
+    """
 
-    sep, loss = run(params, dirs)
-    return {"separation": sep, "repeated_loss": loss}
+    def measure(hooks):
+        diff = _answer_diff(jinterp.run_with_hooks(model, params, contrast, hooks), answers)
+        loss = repeated_loss(jinterp.run_with_hooks(model, params, probe, hooks), probe,
+                             half_len)
+        return diff[:n_pos].mean() - diff[n_pos:].mean(), loss
+
+    ablated = jax.vmap(lambda d: measure(steering.ablation_hooks(model, d)))(dirs)
+    return measure({}), ablated
 
 
-def steering_sweep(model, params, vector: Float[Array, " d_model"], layer: int, point: str,
-                   negative: Int[Array, "batch pos"], scales: Float[Array, " scale"],
-                   answers: tuple[int, int]) -> dict[str, Array]:
-    """Share of negative prompts answering ``A`` and the mean ``l_A - l_B`` per scale."""
+@functools.partial(jax.jit, static_argnames=("model", "answers"))
+def steering_sweep(model, params, vectors: Float[Array, "n d_model"], layers: Int[Array, " n"],
+                   negative: Int[Array, "batch pos"], scales: Float[Array, " scale"], *,
+                   answers: tuple[int, int]) -> tuple[Array, Array]:
+    """``scale * vectors[i]`` added to ``blocks.{layers[i]}.hook_resid_post`` at the last
+    position: the share of prompts answering ``A`` and the mean ``l_A - l_B``, ``[n, scale]``.
 
-    @jax.jit
-    def run(params, vector, scales):
-        def one(s):
-            logits = steering.steer(model, params, negative, vector, layers=[layer], scale=s,
-                                    pos=-1, point=point)
-            return (logits[:, -1].argmax(-1) == answers[0]).mean(), _answer_diff(
-                logits, answers).mean()
-        return jax.vmap(one)(scales)
+    The layer is data (``jinterp.At`` with a traced layer) and both the vectors and the scales
+    are ``vmap`` axes, so the whole sweep is one program; :func:`jinterp.steering.steer` builds
+    the same hooks for a fixed layer.
+    """
 
-    flipped, diff = run(params, vector, scales)
-    return {"flipped": flipped, "logit_diff": diff}
+    def one(vector, layer, scale):
+        hooks = {"hook_resid_post": jinterp.At(layer, jinterp.Steer(vector, scale, pos=-1))}
+        logits = jinterp.run_with_hooks(model, params, negative, hooks)
+        return (logits[:, -1].argmax(-1) == answers[0]).mean(), _answer_diff(logits,
+                                                                             answers).mean()
+
+    over_scales = jax.vmap(one, in_axes=(None, None, 0))
+    return jax.vmap(over_scales, in_axes=(0, 0, None))(vectors, layers, scales)
 
 
 def steering_study(model, params, cfg: SteeringConfig, d_vocab: int,
@@ -126,31 +126,26 @@ def steering_study(model, params, cfg: SteeringConfig, d_vocab: int,
         cfg.seed + i, d_vocab, cfg.half_len, cfg.answer_at, cfg.n_prompts, answer, (other,))
     pos_fit, neg_fit = make(0, A, B), make(1, B, A)
     pos_test, neg_test = make(2, A, B), make(3, B, A)
-    dirs = directions(model, params, pos_fit, neg_fit)  # layer+1 d_model
+    dirs = directions(model, params, pos_fit, neg_fit)  # layer d_model
     n_dirs = dirs.shape[0]
-    key = jax.random.key(cfg.seed)
-    random = jax.random.normal(key, (cfg.n_random, model.d_model))
+    random = jax.random.normal(jax.random.key(cfg.seed), (cfg.n_random, model.d_model))
     unit = lambda v: v / jnp.linalg.norm(v, axis=-1, keepdims=True)
     contrast = jnp.asarray(np.concatenate([pos_test, neg_test]))
-    ablated = ablation_sweep(model, params, jnp.concatenate([unit(dirs), unit(random)]), contrast,
-                             cfg.n_prompts, probe, probe_half_len, cfg.answers)
-    clean_logits = model(params, contrast)
-    clean_sep = float(_separation(_answer_diff(clean_logits, cfg.answers), cfg.n_prompts))
-    clean_loss = float(repeated_loss(model(params, probe), probe, probe_half_len))
-    sep = np.asarray(ablated["separation"], np.float64)
-    loss = np.asarray(ablated["repeated_loss"], np.float64)
-    scales = jnp.asarray(cfg.scales, jnp.float32)
-    negative = jnp.asarray(neg_test)
+    (clean_sep, clean_loss), (sep, loss) = ablation_sweep(
+        model, params, jnp.concatenate([unit(dirs), unit(random)]), contrast, probe,
+        n_pos=cfg.n_prompts, half_len=probe_half_len, answers=tuple(cfg.answers))
+    clean_sep, clean_loss = float(clean_sep), float(clean_loss)
+    sep, loss = np.asarray(sep, np.float64), np.asarray(loss, np.float64)
     last = model.n_layers - 1
-    sites = [(l, "hook_resid_pre") for l in range(model.n_layers)] + [(last, "hook_resid_post")]
-    steered = [steering_sweep(model, params, dirs[i], l, point, negative, scales, cfg.answers)
-               for i, (l, point) in enumerate(sites)]
-    rand_vec = unit(random[0]) * jnp.linalg.norm(dirs[-1])
-    steered_random = steering_sweep(model, params, rand_vec, last, "hook_resid_post", negative,
-                                    scales, cfg.answers)
+    rand_vec = unit(random[0]) * jnp.linalg.norm(dirs[-1])  # as long as the output direction
+    vectors = jnp.concatenate([dirs, rand_vec[None]])
+    layers = jnp.array([*range(model.n_layers), last], jnp.int32)
+    flipped, diff = steering_sweep(model, params, vectors, layers, jnp.asarray(neg_test),
+                                   jnp.asarray(cfg.scales, jnp.float32),
+                                   answers=tuple(cfg.answers))
     r4 = lambda x: np.round(np.asarray(x, np.float64), 4).tolist()
     return {
-        "answers": [A, B], "layers": [f"resid_pre {l}" for l in range(model.n_layers)] + ["output"],
+        "answers": [A, B], "layers": [f"resid_post {l}" for l in range(model.n_layers)],
         "direction_norms": r4(jnp.linalg.norm(dirs, axis=-1)),
         "clean_separation": round(clean_sep, 4),
         "clean_repeated_loss": round(clean_loss, 4),
@@ -160,7 +155,7 @@ def steering_study(model, params, cfg: SteeringConfig, d_vocab: int,
         "ablated_repeated_loss": r4(loss[:n_dirs]),
         "random_repeated_loss_mean": round(float(np.mean(loss[n_dirs:])), 4),
         "scales": [float(s) for s in cfg.scales],
-        "steered_flipped": [r4(s["flipped"]) for s in steered],
-        "steered_logit_diff": [r4(s["logit_diff"]) for s in steered],
-        "random_steered_flipped": r4(steered_random["flipped"]),
+        "steered_flipped": r4(flipped[:n_dirs]),
+        "steered_logit_diff": r4(diff[:n_dirs]),
+        "random_steered_flipped": r4(flipped[n_dirs]),
     }

@@ -102,7 +102,7 @@ def steering(s: dict, out_dir: str) -> str:
     plt, t = pyplot(), s["steering"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     x = np.arange(len(t["layers"]))
-    names = ["embed", *[f"after L{l}" for l in range(len(x) - 1)]]
+    names = [f"after L{l}" for l in range(len(x))]
     left.bar(x, t["ablated_separation_fraction"], 0.6, label="diff-in-means direction")
     mean, std = t["random_separation_fraction_mean"], t["random_separation_fraction_std"]
     left.axhspan(mean - std, mean + std, color="grey", alpha=0.3,
@@ -112,9 +112,9 @@ def steering(s: dict, out_dir: str) -> str:
     left.set(ylabel="A-vs-B logit separation kept", title="Directional ablation (all layers)")
     left.legend(fontsize=7)
     for name, flipped in zip(names, t["steered_flipped"]):
-        right.plot(t["scales"], flipped, marker="o", label=f"add v({name}) there")
+        right.plot(t["scales"], flipped, marker="o", label=f"v({name}), added there")
     right.plot(t["scales"], t["random_steered_flipped"], "--", color="grey",
-               label="random vector, output")
+               label=f"random vector, after L{len(x) - 1}")
     right.set(xlabel="scale (1 = mean difference)", ylabel="share of B-prompts answering A",
               title="Steering at the last position", ylim=(-0.05, 1.05))
     right.legend(fontsize=7)

@@ -32,7 +32,12 @@ def _logprobs(model, params, tokens: Int[Array, "batch pos"]) -> np.ndarray:
 
 def processing_study(model, params, tokens: Int[Array, "batch pos"]) -> dict:
     """Max ``|log p - log p_original|`` after each cumulative step and after ``process``,
-    and the direct-logit-attribution sum error without and with processing."""
+    and the direct-logit-attribution sum error without and with processing.
+
+    ``ln_final_distance_from_identity`` (``max |w - 1|, |b|`` of the final norm) says how much
+    there is to fold: at initialisation (``w = 1``, ``b = 0``) the unprocessed attributions
+    already add up.
+    """
     reference = _logprobs(model, params, tokens)
     m, p, rows = model, params, []
     for name in STEPS:
@@ -46,7 +51,10 @@ def processing_study(model, params, tokens: Int[Array, "batch pos"]) -> dict:
         errors[label] = float(np.max(np.abs(np.asarray(attrs.sum(0), np.float64)
                                             - np.asarray(target, np.float64))))
         errors[f"{label}_target_scale"] = float(np.mean(np.abs(np.asarray(target))))
+    w, b = params["ln_final"]["w"], params["ln_final"]["b"]
+    spread = float(max(jnp.max(jnp.abs(w - 1)), jnp.max(jnp.abs(b))))
     return {"steps": list(STEPS), "max_abs_logprob_diff": rows,
+            "ln_final_distance_from_identity": spread,
             "process_max_abs_logprob_diff": full,
             "dla_sum_max_abs_error": {"unprocessed": errors["unprocessed"],
                                       "processed": errors["processed"]},
