@@ -45,7 +45,7 @@ def interchange(base: Float[Array, "*lead d"], source: Float[Array, "*lead d"],
     b = basis.astype(compute)
     delta = (source.astype(compute) - base.astype(compute)) @ b.T  # *lead n
     if weights is not None:
-        delta = delta * weights.astype(compute)
+        delta = delta * weights.astype(compute).reshape((1,) * (delta.ndim - 1) + (-1,))
     return (base.astype(compute) + delta @ b).astype(base.dtype)  # *lead d
 
 
@@ -103,7 +103,8 @@ class Interchange(Intervention):
             raise ValueError(f"{where}source has shape {source}; it must be the source run's "
                              f"activation at this point, of the activation's shape {shape}."
                              f"{hint}")
-        site_mask(jax.ShapeDtypeStruct(shape, jnp.float32), axes, self.pos, self.head, name)
+        # The selectors' checks, traced on a placeholder: nothing is allocated.
+        jax.eval_shape(lambda: site_mask(jnp.zeros(shape), axes, self.pos, self.head, name))
 
     def apply(self, x: Array, axes: Axes) -> Array:
         self.check(x.shape, axes, "the activation")

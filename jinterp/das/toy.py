@@ -244,22 +244,23 @@ def planted_params(config: ToyConfig, key: jax.Array) -> tuple[dict, Float[Array
         raise ValueError("planted_params needs n_slots=4, n_classes=4 and d_mlp >= 2 * n_values.")
     if cfg.d_model < 4 * k + 2:
         raise ValueError(f"planted_params needs d_model >= 4 * n_values + 2 = {4 * k + 2}.")
-    q = random_orthogonal(key, cfg.d_model)  # d_model d_model: its rows are the directions
+    # Built in numpy (a few dozen small writes; eager jax would dispatch each one).
+    q = np.asarray(random_orthogonal(key, cfg.d_model))  # d_model d_model: rows = directions
     u = q[:2]  # 2 d_model: u1, u2
     slot_dirs = q[2:2 + 4 * k].reshape(4, k, cfg.d_model)  # one direction per (slot, value)
-    w_in = jnp.zeros((cfg.n_layers, cfg.d_model, cfg.d_mlp))
-    b_in = jnp.zeros((cfg.n_layers, cfg.d_mlp))
-    w_out = jnp.zeros((cfg.n_layers, cfg.d_mlp, cfg.d_model))
+    w_in = np.zeros((cfg.n_layers, cfg.d_model, cfg.d_mlp), np.float32)
+    b_in = np.zeros((cfg.n_layers, cfg.d_mlp), np.float32)
+    w_out = np.zeros((cfg.n_layers, cfg.d_mlp, cfg.d_model), np.float32)
     for group, (s, t) in enumerate([(0, 1), (2, 3)]):
-        cols = jnp.arange(k) + group * k
-        w_in = w_in.at[0, :, cols].set(slot_dirs[s] + slot_dirs[t])  # unit v: 1[x_s=v]+1[x_t=v]
-        b_in = b_in.at[0, cols].set(-1.0)
-        w_out = w_out.at[0, cols].set(u[group][None])
-    bits = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32) * 2 - 1  # class -> signs
-    w_u = 8.0 * u.T @ bits.T  # d_model n_classes
-    b_u = -4.0 * bits.sum(axis=1)  # the -1/2 of each (V - 1/2)
+        cols = np.arange(k) + group * k
+        w_in[0][:, cols] = (slot_dirs[s] + slot_dirs[t]).T  # unit v reads 1[x_s=v] + 1[x_t=v]
+        b_in[0, cols] = -1.0
+        w_out[0, cols] = u[group]
+    bits = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32) * 2 - 1  # class -> signs
     params = {"embed": {"W_slot": slot_dirs},
               "blocks": {"W_in": w_in, "b_in": b_in, "W_out": w_out,
-                         "b_out": jnp.zeros((cfg.n_layers, cfg.d_model))},
-              "unembed": {"W_U": w_u, "b_U": b_u}}
-    return params, u
+                         "b_out": np.zeros((cfg.n_layers, cfg.d_model), np.float32)},
+              "unembed": {"W_U": 8.0 * u.T @ bits.T,  # d_model n_classes
+                          "b_U": -4.0 * bits.sum(axis=1)}}  # the -1/2 of each (V - 1/2)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+    return params, jnp.asarray(u)

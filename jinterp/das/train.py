@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, Shaped
 
 from jinterp.das.intervention import Interchange
 from jinterp.das.rotation import Parametrisation, Rotation, init_rotation
@@ -138,7 +138,7 @@ def start_layer(model: HookedModel, hook: str) -> int | None:
     return model.n_layers if point.startswith("ln_final") else None
 
 
-def source_activation(model: HookedModel, params, inputs: Float[Array, "batch pos ..."],
+def source_activation(model: HookedModel, params, inputs: Shaped[Array, "batch pos ..."],
                       hook: str) -> Float[Array, "batch ..."]:
     """The activation ``hook`` of a run on ``inputs`` (as :func:`run_inputs` gives them).
 
