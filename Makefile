@@ -25,8 +25,9 @@ $(TESTENV): pyproject.toml | $(VENV)/bin/python
 venv: $(RUNTIME)
 
 DEMO_ARGS ?=
+# The main job: the induction circuit study (about 3 minutes on 2 cores, no download).
 demo: $(RUNTIME)
-	$(PY) -m jinterp.experiments.grokking --out $(OUT)/grokking $(DEMO_ARGS)
+	$(PY) -m jinterp.experiments.circuits --out $(OUT)/circuits $(DEMO_ARGS)
 
 # The grokking reproduction (about 16 minutes on 2 cores), one command of its own.
 grokking: $(RUNTIME)
