@@ -54,6 +54,10 @@ LOCAL_AXES: dict[str, str] = {
     "sweep": "patching-sweep entries",
     "n_feat": "SAE features analysed (sae.features)", "window": "tokens of a context window",
     "n_bins": "histogram bins", "n_seq": "sequences of a token dataset",
+    "total": "prompt plus generated positions (generation)", "m": "metric positions read",
+    "component": "residual components (decomposition)", "layer_p1": "layers plus the final",
+    "b2": "twice the batch (contrast pairs)", "pos2": "positions of a pair",
+    "scale": "steering scales",
 }
 
 _RESID: Axes = ("batch", "pos", "d_model")

@@ -16,7 +16,9 @@ from families import FAMILIES, family
 from jinterp.names import AXES, LOCAL_AXES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SOURCES = [p for p in ROOT.rglob("*.py") if not {".venv", "build"} & set(p.parts)]
+SOURCES = [p for p in ROOT.rglob("*.py")  # the project's own files: no venv, build or dot dir
+           if not any(part.startswith(".") or part == "build"
+                      for part in p.relative_to(ROOT).parts)]
 ANNOTATION = re.compile(r"\b(?:Float|Int|Bool|Shaped|Num|Integer|Real|UInt|Key)\[\s*"
                         r"[^\[\],]+(?:\[[^\]]*\])?\s*,\s*\"([^\"]*)\"")
 
