@@ -9,7 +9,6 @@ a different training configuration in an existing ``DIR`` is refused).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ from tqdm import tqdm
 from jinterp.experiments.circuits import figures, report
 from jinterp.experiments.circuits.config import CircuitConfig
 from jinterp.experiments.circuits.study import run_study
+from jinterp.experiments.induction.cli import write_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,26 +44,10 @@ def config_from_args(args: argparse.Namespace) -> CircuitConfig:
     return make(seed=args.seed) if args.steps is None else make(seed=args.seed, n_steps=args.steps)
 
 
-def _check_same_training(path: str, config: dict) -> None:
-    """Refuses to resume checkpoints trained with other settings."""
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved.get("train") != config["train"]:
-            raise SystemExit(f"{path} holds a different training configuration than this "
-                             "command; its checkpoints would be resumed with the wrong settings. "
-                             "Use a fresh --out directory.")
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = config_from_args(args)
-    os.makedirs(args.out, exist_ok=True)
-    config = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    config_path = os.path.join(args.out, "config.json")
-    _check_same_training(config_path, config)
-    with open(config_path, "w") as f:
-        json.dump(config, f, indent=2)
+    write_config(args.out, cfg)
     start, cpu_start = time.perf_counter(), time.process_time()
     bars = []
 

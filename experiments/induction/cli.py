@@ -43,8 +43,15 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
     return make(seed=args.seed) if args.steps is None else make(seed=args.seed, n_steps=args.steps)
 
 
-def _check_same_training(path: str, config: dict) -> None:
-    """Refuses to resume checkpoints trained with other settings (analysis options may change)."""
+def write_config(out: str, cfg) -> dict:
+    """Writes ``cfg`` to ``out/config.json`` (creating ``out``) and returns it as JSON data.
+
+    Refuses to overwrite a config whose training settings differ (analysis options may change):
+    the directory's checkpoints would otherwise be resumed with the wrong settings.
+    """
+    os.makedirs(out, exist_ok=True)
+    config = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    path = os.path.join(out, "config.json")
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
@@ -52,17 +59,15 @@ def _check_same_training(path: str, config: dict) -> None:
             raise SystemExit(f"{path} holds a different training configuration than this "
                              "command; its checkpoints would be resumed with the wrong settings. "
                              "Use a fresh --out directory.")
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)
+    return config
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = config_from_args(args)
-    os.makedirs(args.out, exist_ok=True)
-    config = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    config_path = os.path.join(args.out, "config.json")
-    _check_same_training(config_path, config)
-    with open(config_path, "w") as f:
-        json.dump(config, f, indent=2)
+    write_config(args.out, cfg)
 
     bars = []
 
