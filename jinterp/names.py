@@ -11,6 +11,7 @@ Axis names, used verbatim in jaxtyping annotations, docs, parameter axes and sha
     n_ctx     longest context (learned positions) half      d_head // 2 (RoPE frequencies)
     d_sae     dictionary latents (SAEs)           d_in / d_target  SAE input / output width
     n_experts switch-SAE experts                  1         a kept axis of size one (norm scales)
+    n_blocks  crosscoder blocks (layers / models) d_block   width of one crosscoder block
 
 Activation names follow TransformerLens, so notebooks and SAELens ``hook_name`` strings port
 unchanged. A *full name* is what users write (``blocks.3.attn.hook_z``); its *point* is the
@@ -34,7 +35,7 @@ Axes = tuple[str, ...]
 
 AXES = (
     "batch pos q_pos k_pos layer d_model n_heads n_kv_heads d_head d_mlp d_vocab n_ctx half "
-    "d_sae d_in d_target n_experts 1"
+    "d_sae d_in d_target n_experts n_blocks d_block 1"
 ).split()
 
 #: Axis names that only one function or study uses, declared here so that every name in a

@@ -134,3 +134,34 @@ __all__ += [
     "text_source",
     "train_on_model",
 ]
+
+# Transcoders (one activation -> another; an MLP replaced) and crosscoders (several layers or
+# models at once; model diffing). (modules: transcoder_data.py, transcoder_splice.py,
+# transcoder_eval.py, crosscoder.py, crosscoder_eval.py, model_streams.py, diffing.py)
+from jinterp.sae import diffing  # noqa: E402
+from jinterp.sae.architectures import reconstruct  # noqa: E402
+from jinterp.sae.crosscoder import (  # noqa: E402
+    crosscoder_forward,
+    crosscoder_patches,
+    decoder_blocks,
+    fold_block_scales,
+)
+from jinterp.sae.crosscoder_eval import evaluate_crosscoder  # noqa: E402
+from jinterp.sae.transcoder_data import PairedIteratorSource, PairedSource  # noqa: E402
+from jinterp.sae.transcoder_eval import evaluate_transcoder  # noqa: E402
+from jinterp.sae.transcoder_splice import TranscoderSplice, splice_transcoder  # noqa: E402
+
+__all__ += [
+    "PairedIteratorSource",
+    "PairedSource",
+    "TranscoderSplice",
+    "crosscoder_forward",
+    "crosscoder_patches",
+    "decoder_blocks",
+    "diffing",
+    "evaluate_crosscoder",
+    "evaluate_transcoder",
+    "fold_block_scales",
+    "reconstruct",
+    "splice_transcoder",
+]

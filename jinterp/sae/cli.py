@@ -10,6 +10,15 @@ Several values for ``--d-sae``, ``--k``, ``--l1``, ``--l0`` or ``--lr`` train th
 one sweep on one activation stream (one compiled program). A rerun with the same ``--out``
 resumes from the last checkpoint; one with other settings stops with the differing fields.
 Everything goes through :func:`jinterp.sae.train_on_model` (the same from Python).
+
+Transcoders and crosscoders use the same command::
+
+    # a transcoder replacing block 6's MLP, with a skip connection
+    ... --hook blocks.6.ln2.hook_normalized --hook-out blocks.6.hook_mlp_out --skip --arch relu
+    # an acausal crosscoder over four layers (Anthropic's: ReLU, block-summed decoder norms)
+    ... --hooks blocks.0.hook_resid_post,blocks.1.hook_resid_post,... --arch crosscoder
+    # a two-model crosscoder for model diffing: the same hook of two checkpoints
+    ... --model ckpt/base ckpt/finetuned --hook blocks.6.hook_resid_post --arch crosscoder
 """
 
 from __future__ import annotations
@@ -29,9 +38,22 @@ from jinterp.sae.store import ActivationStore, as_hook_spec
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jinterp.sae.train",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="a HuggingFace checkpoint directory")
-    p.add_argument("--hook", required=True, help="activation name (name:h for one head)")
-    p.add_argument("--arch", default="topk", choices=ARCHITECTURE_NAMES)
+    p.add_argument("--model", required=True, nargs="+",
+                   help="a HuggingFace checkpoint directory; two or more (checkpoints of one "
+                   "model, e.g. base and fine-tuned) train a crosscoder over --hook of each")
+    hooks = p.add_mutually_exclusive_group(required=True)
+    hooks.add_argument("--hook", help="activation name (name:h for one head); a transcoder's "
+                       "input")
+    hooks.add_argument("--hooks", help="comma-separated activation names: a crosscoder's "
+                       "blocks (e.g. blocks.0.hook_resid_post,blocks.1.hook_resid_post)")
+    p.add_argument("--hook-out", "--target-hook", dest="hook_out", default=None,
+                   help="a transcoder's output activation (e.g. blocks.6.hook_mlp_out); --hook "
+                   "is then its input (e.g. blocks.6.ln2.hook_normalized)")
+    p.add_argument("--skip", action="store_true",
+                   help="a transcoder with a learned linear skip connection (W_skip)")
+    p.add_argument("--arch", default="topk", choices=(*ARCHITECTURE_NAMES, CROSSCODER),
+                   help="crosscoder = Anthropic's crosscoder (relu with block-summed decoder "
+                   "norms); any architecture is a crosscoder with --hooks or several --model")
     p.add_argument("--d-sae", type=int, nargs="+", required=True)
     p.add_argument("--k", type=int, nargs="+", default=[None])
     p.add_argument("--l1", type=float, nargs="+", default=[None], help="relu / gated L1 weight")
@@ -62,15 +84,46 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def sweep_configs(args: argparse.Namespace, d_in: int) -> list[SAEConfig]:
-    """The product of the listed sizes and coefficients, as configs."""
+CROSSCODER = "crosscoder"
+
+
+def sweep_configs(args: argparse.Namespace, d_in: int, *, d_out: int | None = None,
+                  n_blocks: int = 1) -> list[SAEConfig]:
+    """The product of the listed sizes and coefficients, as configs.
+
+    Args:
+        d_in: the input width (a crosscoder's: all blocks together).
+        d_out: a transcoder's output width.
+        n_blocks: a crosscoder's number of blocks.
+    """
+    if args.arch == CROSSCODER and n_blocks < 2:
+        raise SystemExit("--arch crosscoder reads several blocks: pass --hooks a,b,... or two "
+                         "--model directories.")
+    arch = "relu" if args.arch == CROSSCODER else args.arch
     out = []
     for d_sae, k, l1, l0 in itertools.product(args.d_sae, args.k, args.l1, args.l0):
         extra = {name: v for name, v in (("l1_coefficient", l1), ("l0_coefficient", l0))
                  if v is not None}
-        out.append(SAEConfig(args.arch, d_in=d_in, d_sae=d_sae, k=k, n_experts=args.n_experts,
+        out.append(SAEConfig(arch, d_in=d_in, d_sae=d_sae, k=k, n_experts=args.n_experts,
+                             d_out=d_out, skip_connection=args.skip, n_blocks=n_blocks,
                              **extra))
     return out
+
+
+def _load_models(dirs: list[str], dtype: str | None):
+    """The port and one parameter set per directory (several: checkpoints of one model)."""
+    model, params = _ports().load_pretrained(dirs[0], dtype=dtype)
+    if len(dirs) == 1:
+        return model, params
+    sets = [params]
+    for d in dirs[1:]:
+        other, p = _ports().load_pretrained(d, dtype=dtype)
+        if other != model:
+            raise SystemExit(f"{d} is not a checkpoint of the same model as {dirs[0]} (their "
+                             "configs differ); a two-model crosscoder reads one port's hooks "
+                             "with two parameter sets.")
+        sets.append(p)
+    return model, sets
 
 
 def _ports():
@@ -95,8 +148,11 @@ def _special_ids(model_dir: str, want: bool) -> tuple[list[int], object]:
 def main(argv: Sequence[str] | None = None):
     """Runs the command; returns the :class:`~jinterp.sae.ModelTrainResult`."""
     args = parser().parse_args(argv)
-    model, params = _ports().load_pretrained(args.model, dtype=args.dtype)
-    exclude, tok = _special_ids(args.model, args.exclude_bos or args.text is not None)
+    model, params = _load_models(args.model, args.dtype)
+    hooks = [h for h in args.hooks.split(",") if h] if args.hooks else [args.hook]
+    if args.hook_out is not None and (len(hooks) > 1 or len(args.model) > 1):
+        raise SystemExit("--hook-out (a transcoder) reads one --hook of one --model.")
+    exclude, tok = _special_ids(args.model[0], args.exclude_bos or args.text is not None)
     exclude = exclude if args.exclude_bos else []
     n_seq = args.forward_batch
     eval_tokens = None
@@ -113,21 +169,27 @@ def main(argv: Sequence[str] | None = None):
             source = TokenArraySource(args.tokens, n_seq, seq_len=args.seq_len, **kw)
         if args.eval_sequences:
             eval_tokens = source.held_out_tokens()
-    width = ActivationStore(model, as_hook_spec(args.hook), source, batch_size=1).widths
-    configs = sweep_configs(args, next(iter(width.values())))
+    probe = hooks + ([args.hook_out] if args.hook_out else [])
+    width = ActivationStore(model, probe, source, batch_size=1).widths
+    n_blocks = len(hooks) * len(args.model)
+    w_in = width[as_hook_spec(hooks[0]).key]
+    configs = sweep_configs(args, w_in * n_blocks, n_blocks=n_blocks, d_out=None if
+                            args.hook_out is None else width[as_hook_spec(args.hook_out).key])
     lrs = args.lr
     if len(lrs) > 1:  # the learning rate is a per-instance array: a product with the configs
         configs, lrs = [c for c in configs for _ in lrs], [lr for _ in configs for lr in lrs]
+    names = {"model_name": str(args.model[0])} if len(args.model) == 1 else {
+        "model_name": str(args.model[0]), "model_names": [str(m) for m in args.model]}
     return train_on_model(
-        model, params, configs, args.hook, source, args.steps, lr=lrs[0] if len(lrs) == 1
-        else lrs, seeds=args.seed, batch_size=args.batch_size,
+        model, params, configs, hooks[0] if len(hooks) == 1 else hooks, source, args.steps,
+        hook_out=args.hook_out, lr=lrs[0] if len(lrs) == 1 else lrs, seeds=args.seed,
+        batch_size=args.batch_size,
         buffer_batches=args.buffer_batches, exclude_ids=sorted(set(exclude + args.exclude_ids)),
         exclude_first=args.exclude_first, out_dir=args.out,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         eval_every=args.eval_every or (args.steps if eval_tokens is not None else None),
         eval_tokens=eval_tokens, progress=not args.no_progress,
-        metadata={"model_name": str(args.model), "dataset_path": str(args.tokens or args.text
-                                                                     or "synthetic")})
+        metadata={**names, "dataset_path": str(args.tokens or args.text or "synthetic")})
 
 
 if __name__ == "__main__":

@@ -131,6 +131,16 @@ class SAEConfig:
         init_decoder_norm: Norm of the decoder rows at init; None = 0.1 for relu
             (Anthropic), 1.0 for unit-norm architectures.
         dtype: Parameter dtype name, e.g. "float32" or "bfloat16".
+        skip_connection: A transcoder with a learned linear skip path: ``x_hat = f W_dec +
+            b_dec + x W_skip^T`` with ``W_skip [d_out, d_in]`` starting at zero (SAELens's
+            ``SkipTranscoder``, Paulo et al. 2025 "Transcoders beat sparse autoencoders for
+            interpretability"). Needs ``d_out``.
+        n_blocks: A crosscoder over this many activations (layers or models) read together:
+            ``d_in`` is ``n_blocks`` concatenated blocks of ``d_block = d_in / n_blocks``
+            columns, the encoders of the blocks sum (one matmul on the concatenation), each
+            block has its own decoder, and the relu penalty weighs latent ``i`` by
+            ``sum_b ||W_dec[i, block b]||`` (Lindsey et al. 2024, "Sparse crosscoders").
+            1 = an SAE or transcoder.
     """
 
     architecture: Architecture | str
@@ -157,6 +167,8 @@ class SAEConfig:
     apply_b_dec_to_input: bool | None = None
     init_decoder_norm: float | None = None
     dtype: str = "float32"
+    skip_connection: bool = False
+    n_blocks: int = 1
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURE_NAMES:
@@ -170,6 +182,7 @@ class SAEConfig:
         self._check_k()
         self._check_matryoshka()
         self._check_switch()
+        self._check_transcoder_crosscoder()
         if self.apply_b_dec_to_input and self.d_out is not None:
             raise ValueError("apply_b_dec_to_input=True is impossible for a transcoder (d_out "
                              "set): b_dec lives in the d_out space. Leave it None or set it "
@@ -251,6 +264,18 @@ class SAEConfig:
             raise ValueError("n_experts / switch_capacity_factor are only used by architecture "
                              "'switch'.")
 
+    def _check_transcoder_crosscoder(self) -> None:
+        if self.skip_connection and self.d_out is None:
+            raise ValueError("skip_connection=True is a transcoder's skip path W_skip [d_out, "
+                             "d_in]: set d_out (the target's width) too.")
+        _check_positive_int("n_blocks", self.n_blocks)
+        if self.n_blocks > 1 and self.d_out is not None:
+            raise ValueError(f"n_blocks={self.n_blocks} (a crosscoder) reconstructs its own "
+                             f"inputs, so d_out={self.d_out} (a transcoder) cannot be set too.")
+        if self.d_in % self.n_blocks:
+            raise ValueError(f"d_in={self.d_in} must be n_blocks={self.n_blocks} equal blocks "
+                             "(a crosscoder's input is the concatenation of its blocks).")
+
     # ----- derived values -----
     @property
     def d_target(self) -> int:
@@ -260,6 +285,15 @@ class SAEConfig:
     @property
     def is_transcoder(self) -> bool:
         return self.d_out is not None
+
+    @property
+    def is_crosscoder(self) -> bool:
+        return self.n_blocks > 1
+
+    @property
+    def d_block(self) -> int:
+        """Width of one block of a crosscoder's input (d_in for an SAE)."""
+        return self.d_in // self.n_blocks
 
     @property
     def subtract_b_dec(self) -> bool:

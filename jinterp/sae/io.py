@@ -26,6 +26,13 @@ switch          ``switch`` (jinterp only)              adds ``W_router``, ``b_ro
 topk/gated transcoder: ``topk_transcoder`` / ``gated_transcoder`` (jinterp only)
 ==============  =====================================  ====================================
 
+Skip transcoders (``skip_connection``) save as ``skip_transcoder`` (relu),
+``jumprelu_skip_transcoder`` (jumprelu, batchtopk, matryoshka) or ``{arch}_skip_transcoder``
+(jinterp only) and add ``W_skip [d_out, d_in]``, SAELens's layout; crosscoders (``n_blocks >
+1``) as ``{arch}_crosscoder`` (jinterp only), ``W_enc`` / ``W_dec`` over the concatenated
+blocks. A transcoder's metadata names both hooks as SAELens does: ``hook_name`` (the input) and
+``hook_name_out`` (the output it predicts).
+
 Every file we write also stores our full `SAEConfig` under ``metadata["jinterp_config"]``, so
 `load_saelens` restores exactly what was saved (e.g. a BatchTopK SAE comes back as
 ``batchtopk`` with its k, not as a JumpReLU). Files from SAELens map back through the table.
@@ -56,12 +63,15 @@ _THRESHOLD_ARCHS = (Architecture.BATCHTOPK, Architecture.MATRYOSHKA)
 def saelens_architecture(cfg: SAEConfig) -> str:
     """The ``architecture`` string written to cfg.json for ``cfg`` (see module table)."""
     arch = cfg.architecture
+    kind = "skip_transcoder" if cfg.skip_connection else "transcoder"
+    if cfg.is_crosscoder:  # SAELens has no crosscoders: a jinterp-only name
+        return f"{arch.value}_crosscoder"
     if arch in (Architecture.JUMPRELU, *_THRESHOLD_ARCHS):
-        return "jumprelu_transcoder" if cfg.is_transcoder else "jumprelu"
+        return f"jumprelu_{kind}" if cfg.is_transcoder else "jumprelu"
     if arch == Architecture.RELU:
-        return "transcoder" if cfg.is_transcoder else "standard"
+        return kind if cfg.is_transcoder else "standard"
     if cfg.is_transcoder:
-        return f"{arch.value}_transcoder"
+        return f"{arch.value}_{kind}"
     return arch.value
 
 
@@ -167,7 +177,16 @@ class LoadedSAE(tuple):
         return self.metadata.get("hook_name")
 
     def splice(self, error_term: bool = False, **kwargs):
-        """:func:`jinterp.sae.splice` with the file's head index and normalisation."""
+        """:func:`jinterp.sae.splice` with the file's head index and normalisation; for a
+        transcoder :func:`jinterp.sae.splice_transcoder` reading the file's ``hook_name``
+        (put it on ``metadata["hook_name_out"]``)."""
+        if self.cfg.is_transcoder:
+            from jinterp.sae.transcoder_splice import splice_transcoder
+
+            if self.hook_name is None:
+                raise ValueError("this transcoder's file names no hook_name (its input): call "
+                                 "jinterp.sae.splice_transcoder(cfg, params, hook_in) instead.")
+            return splice_transcoder(self.cfg, self.params, self.hook_name, error_term, **kwargs)
         from jinterp.sae.splice import splice
 
         return splice(self.cfg, self.params, error_term,
@@ -242,6 +261,8 @@ _FROM_SAELENS = {
     "topk": Architecture.TOPK,
     "jumprelu": Architecture.JUMPRELU,
     "jumprelu_transcoder": Architecture.JUMPRELU,
+    "skip_transcoder": Architecture.RELU,
+    "jumprelu_skip_transcoder": Architecture.JUMPRELU,
     "gated": Architecture.GATED,
 }
 
@@ -272,6 +293,7 @@ def _config_from_saelens(raw: dict[str, Any], tensors: dict[str, Any]) -> SAECon
         d_out=None if d_out is None else int(d_out),
         k=int(raw["k"]) if name == "topk" else None,
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", "transcoder" not in name)),
+        skip_connection="skip_transcoder" in name,
         dtype=str(raw.get("dtype", "float32")).removeprefix("torch."))
 
 

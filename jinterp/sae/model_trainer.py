@@ -13,11 +13,22 @@ hold the buffer and the index of the next token batch too, so a resumed run repl
 the uninterrupted one. ``run.json`` in ``out_dir`` records the settings; resuming with
 different ones raises, naming the fields, before anything is written.
 
+Transcoders and crosscoders train through the same loop (:mod:`jinterp.sae.model_streams`
+says which buffers make a batch): ``hook_out=`` makes ``(x, y)`` batches from two hooks of one
+forward (a transcoder, e.g. ``blocks.L.ln2.hook_normalized`` -> ``blocks.L.hook_mlp_out``);
+several hooks, or ``params`` given as a sequence of checkpoints of the model, make a
+crosscoder's blocks (each normalised to ``E||s_b x_b||^2 = d_block``, scales folded back into
+the saved weights). Evaluation uses :func:`~jinterp.sae.transcoder_eval.evaluate_transcoder`
+and :func:`~jinterp.sae.crosscoder_eval.evaluate_crosscoder` for them.
+
 Outputs in ``out_dir``: ``metrics.jsonl`` (one row per logged step and instance: ``loss``,
 ``mse`` in normalised units (inputs scaled so E||x||^2 = d_in), ``mse_raw`` and ``fvu`` in raw
 activation units, ``l0``, ``dead_fraction``, ...), ``evals.jsonl`` (:func:`evaluate` on
 held-out tokens), ``checkpoints/``, ``sae/`` (or ``sae_{i}/`` for a sweep) in SAELens format
-with the ``hook_name``, ``training.png`` and ``summary.json``.
+with the ``hook_name``, ``training.png`` and ``summary.json``; for a crosscoder over two
+checkpoints (model diffing) each dictionary's directory also gets ``diff.json`` and
+``diff.png`` (:func:`jinterp.sae.diffing.write_diff`: shared / base-only / fine-tuned-only
+latents), summarised under ``"diff"`` in ``summary.json``.
 """
 
 from __future__ import annotations
@@ -36,9 +47,13 @@ from tqdm.auto import tqdm
 
 from jinterp.checkpoint import Checkpointer
 from jinterp.model import HookedModel
+from jinterp.sae import diffing, model_streams
 from jinterp.sae.config import SAEConfig
+from jinterp.sae.crosscoder import block_scales, fold_block_scales
+from jinterp.sae.crosscoder_eval import evaluate_crosscoder
 from jinterp.sae.evaluate import evaluate
 from jinterp.sae.io import config_to_dict, save_saelens
+from jinterp.sae.model_streams import Kind, Streams
 from jinterp.sae.schedule import TrainConfig, scaled_dead_window
 from jinterp.sae.sources import TokenSource
 from jinterp.sae.store import ActivationStore, StoreState, as_hook_spec, pop_rows
@@ -49,6 +64,7 @@ from jinterp.sae.trainer import (
     fold_norm_scale,
     geometric_median,
 )
+from jinterp.sae.transcoder_eval import evaluate_transcoder
 
 
 @dataclasses.dataclass
@@ -60,7 +76,8 @@ class ModelTrainResult:
         params: each SAE's parameters in raw activation units (normalisation folded in).
         history: logged rows (``step``, ``instance`` and the metrics; also ``metrics.jsonl``).
         evals: evaluation rows (``step``, ``instance`` and :func:`evaluate`'s dict).
-        state: the final ``{"sae": ..., "store": ...}`` pytree (resume from it).
+        state: the final ``{"sae": ..., "store": ...}`` pytree (resume from it); a
+            crosscoder's also holds ``"scales"``, its per-block normalisation.
     """
 
     configs: list[SAEConfig]
@@ -78,9 +95,12 @@ def _source_description(source: TokenSource) -> dict[str, Any]:
 
 
 def _settings(configs, hook, source, store, lrs, seeds, tcfg, batch_size, normalize,
-              b_dec_init) -> dict[str, Any]:
+              b_dec_init, hook_out, streams: Streams) -> dict[str, Any]:
     """What defines a run (``run.json``): a resume must match it field for field."""
-    return {"hook": hook, "configs": [config_to_dict(c) for c in configs], "lr": list(lrs),
+    hook = hook if isinstance(hook, str) else [as_hook_spec(h).key for h in hook]
+    extra = {} if streams.kind == Kind.SAE else {"hook_out": hook_out,
+                                                  "streams": model_streams.describe(streams)}
+    return {"hook": hook, **extra, "configs": [config_to_dict(c) for c in configs], "lr": list(lrs),
             "seeds": list(seeds), "train_config": dataclasses.asdict(tcfg),
             "batch_size": batch_size, "buffer_batches": store.capacity // store.push_rows,
             "exclude_ids": list(store.exclude_ids), "exclude_first": store.exclude_first,
@@ -103,43 +123,65 @@ def _check_resume(path: str, settings: dict[str, Any]) -> None:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4, 5))
-def _sae_step(plan: SweepPlan, tcfg: TrainConfig, store: ActivationStore, key: str,
-              states: tuple, store_state: StoreState) -> tuple[tuple, StoreState, dict]:
+def _sae_step(plan: SweepPlan, tcfg: TrainConfig, store: ActivationStore, streams: Streams,
+              states: tuple, store_state: StoreState, scales) -> tuple[tuple, StoreState, dict]:
     """Pop a batch from the device buffer and step every SAE of the sweep (one program)."""
     rows, store_state = pop_rows(store, store_state)
-    x = rows[key].astype(jnp.float32)
-    states, metrics = sweep_step(plan, tcfg, states, x)
-    var = jnp.mean(jnp.sum(jnp.square(x - jnp.mean(x, axis=0, keepdims=True)), axis=-1))
-    mse_raw = metrics["mse"] / jnp.square(states[0].norm_scale[0])
-    metrics = {**metrics, "mse_raw": mse_raw, "fvu": mse_raw / jnp.maximum(var, 1e-30)}
+    batch = model_streams.batch(streams, rows, scales)
+    states, metrics = sweep_step(plan, tcfg, states, batch)
+    metrics = model_streams.raw_metrics(streams, batch, metrics, states[0].norm_scale[0],
+                                        states[0].target_norm_scale[0])
     return states, store_state, metrics
 
 
-def _initial_states(plan: SweepPlan, store: ActivationStore, key: str, params, seeds, lrs,
-                    tcfg: TrainConfig, normalize: bool, b_dec_init: str | None):
-    """Fresh sweep states (normalisation and ``b_dec`` from the first full buffer) and store."""
+def _initial_states(plan: SweepPlan, store: ActivationStore, streams: Streams, params, seeds,
+                    lrs, tcfg: TrainConfig, normalize: bool, b_dec_init: str | None):
+    """Fresh sweep states (normalisation and ``b_dec`` from the first full buffer) and store.
+
+    SAE: one scale; transcoder: one for ``x`` and one for ``y``, ``b_dec`` from ``y``;
+    crosscoder: one per block (kept in the run state), the concatenation then has scale 1.
+    """
     store_state, fill, _ = store.fill(params, store.init(), 0, 0)
-    sample = np.asarray(jax.device_get(store_state.rows[key]))[:fill]
-    scale = estimate_norm_scale(sample) if normalize else 1.0
+    host = {k: np.asarray(v)[:fill] for k, v in jax.device_get(store_state.rows).items()}
+    xs, y = model_streams.samples(streams, host)
+    extra = {}
+    if streams.kind == Kind.CROSSCODER:
+        scales = block_scales(xs) if normalize else np.ones(len(xs))
+        extra["scales"] = jnp.asarray(scales, jnp.float32)
+        sample = np.concatenate([x * s for x, s in zip(xs, scales)], axis=-1)
+        scale, t_scale, centre_of = 1.0, 1.0, sample
+    else:
+        scale = estimate_norm_scale(xs[0]) if normalize else 1.0
+        t_scale = estimate_norm_scale(y) if normalize and y is not None else scale
+        centre_of = xs[0] if y is None else y
     states = sweep_state(plan, seeds, lr=lrs, tcfg=tcfg, norm_scale=scale)
+    if t_scale != scale:
+        states = tuple(_with_params(s, target_norm_scale=jnp.full_like(
+            s.target_norm_scale, t_scale)) for s in states)
     if b_dec_init is not None:
-        scaled = jnp.asarray(sample) * scale
+        scaled = jnp.asarray(centre_of) * (t_scale if y is not None else scale)
         centre = geometric_median(scaled) if b_dec_init == "geometric_median" else scaled.mean(0)
         states = tuple(_with_b_dec(s, centre) for s in states)
-    return {"sae": states, "store": store_state}
+    return {"sae": states, "store": store_state, **extra}
 
 
-def _with_b_dec(state, centre):
-    """A stacked sweep state with every instance's ``b_dec`` set to ``centre``.
+def _with_params(state, **fields):
+    """A copy of a stacked sweep state with ``fields`` replaced.
 
     (``replace`` would run the per-instance shape checks of ``TrainState.__init__`` on the
     stacked ``[instance, ...]`` leaves; a rebuilt copy, as JAX makes, does not.)
     """
     new = jax.tree.map(lambda x: x, state)
-    b_dec = state.params["b_dec"]
-    object.__setattr__(new, "params", {**state.params, "b_dec": jnp.broadcast_to(
-        centre.astype(b_dec.dtype), b_dec.shape)})
+    for name, value in fields.items():
+        object.__setattr__(new, name, value)
     return new
+
+
+def _with_b_dec(state, centre):
+    """A stacked sweep state with every instance's ``b_dec`` set to ``centre``."""
+    b_dec = state.params["b_dec"]
+    return _with_params(state, params={**state.params, "b_dec": jnp.broadcast_to(
+        centre.astype(b_dec.dtype), b_dec.shape)})
 
 
 def _rows_of(metrics: dict, first: int, n_instances: int) -> list[dict[str, Any]]:
@@ -153,7 +195,8 @@ def _rows_of(metrics: dict, first: int, n_instances: int) -> list[dict[str, Any]
 
 
 def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAEConfig],
-                   hook: str, source: TokenSource, steps: int, *,
+                   hook: str | Sequence[str], source: TokenSource, steps: int, *,
+                   hook_out: str | None = None,
                    lr: float | Sequence[float] = 3e-4, seeds: int | Sequence[int] = 0,
                    batch_size: int = 4096, tcfg: TrainConfig | None = None,
                    buffer_batches: int = 8, exclude_ids: Sequence[int] = (),
@@ -166,12 +209,20 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
                    progress: bool = True) -> ModelTrainResult:
     """Trains one SAE (or a sweep of them on one activation stream) on ``model`` at ``hook``.
 
+    Also a transcoder (``hook_out``) or a crosscoder (several hooks, or several checkpoints in
+    ``params``): see the module docstring.
+
     Args:
-        model / params: the port and its parameters.
+        model / params: the port and its parameters; a sequence of parameter sets
+            (checkpoints of this model, e.g. base and fine-tuned) trains a crosscoder over
+            ``hook`` of each (blocks ordered checkpoint by checkpoint, hook by hook).
         configs: one :class:`SAEConfig` or several (a sweep: one compiled program, one stream).
-        hook: the activation, e.g. ``blocks.6.hook_resid_post`` (``name:h``: head ``h``).
+        hook: the activation, e.g. ``blocks.6.hook_resid_post`` (``name:h``: head ``h``); a
+            sequence of names is a crosscoder's blocks (``n_blocks`` = their number).
         source: token batches (:mod:`jinterp.sae.sources`).
         steps: total SAE steps (a resumed run continues up to it).
+        hook_out: a transcoder's output activation (``blocks.L.hook_mlp_out``; ``hook`` is its
+            input); the store streams both from one forward.
         lr / seeds: one per instance, or one for all.
         batch_size: tokens per SAE step.
         tcfg: schedules; default ``TrainConfig(total_steps=steps)`` (the dead-latent window is
@@ -189,20 +240,15 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
         progress: show a tqdm bar.
     """
     configs = [configs] if isinstance(configs, SAEConfig) else list(configs)
-    if any(c.is_transcoder for c in configs):
-        raise ValueError("train_on_model trains SAEs on one hook; transcoders need (x, y) "
-                         "streams from two hooks, not supported yet.")
     if checkpoint_every is not None and out_dir is None:
         raise ValueError("checkpoint_every needs out_dir")
-    spec = as_hook_spec(hook)
-    store = ActivationStore(model, spec, source, batch_size=batch_size,
+    n_ckpt = len(params) if isinstance(params, (list, tuple)) else 1
+    streams, store_hooks = model_streams.make_streams(hook, hook_out, n_ckpt)
+    params = list(params) if n_ckpt > 1 else params
+    store = ActivationStore(model, store_hooks, source, batch_size=batch_size,
                             buffer_batches=buffer_batches, exclude_ids=exclude_ids,
-                            exclude_first=exclude_first, seed=store_seed)
-    key = spec.key
-    for c in configs:
-        if c.d_in != store.widths[key]:
-            raise ValueError(f"an SAE has d_in={c.d_in}, but {hook!r} gives rows of width "
-                             f"{store.widths[key]}: set d_in={store.widths[key]}.")
+                            exclude_first=exclude_first, seed=store_seed, checkpoints=n_ckpt)
+    model_streams.check_configs(streams, configs, store.widths)
     plan = plan_sweep(configs)
     n = plan.n_instances
     lrs = list(lr) if isinstance(lr, (list, tuple)) else [lr] * n
@@ -211,7 +257,7 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
     tcfg = scaled_dead_window(tcfg, min(c.dead_after_tokens for c in configs), steps,
                               batch_size)
     settings = _settings(configs, hook, source, store, lrs, seeds, tcfg, batch_size, normalize,
-                         b_dec_init)
+                         b_dec_init, hook_out, streams)
     ckpt, history, evals = None, [], []
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
@@ -219,13 +265,15 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "run.json"), "w") as fh:
             json.dump(settings, fh, indent=1)
-    make = functools.partial(_initial_states, plan, store, key, params, seeds, lrs, tcfg,
+    make = functools.partial(_initial_states, plan, store, streams, params, seeds, lrs, tcfg,
                              normalize, b_dec_init)
     if checkpoint_every:
         ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"))
     if ckpt is not None and ckpt.latest_step() is not None:
         like = {"sae": jax.eval_shape(lambda: sweep_state(plan, seeds, lr=lrs, tcfg=tcfg)),
                 "store": jax.eval_shape(store.init)}
+        if streams.kind == Kind.CROSSCODER:
+            like["scales"] = jax.ShapeDtypeStruct((streams.n_blocks,), jnp.float32)
         state = ckpt.restore(like)
     else:
         state = make()
@@ -236,22 +284,23 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
         evals = _rewind_jsonl(os.path.join(out_dir, "evals.jsonl"), start)
 
     def run_eval(step: int) -> None:
-        for i, p in enumerate(_folded(plan, state["sae"])):
+        for i, p in enumerate(_folded(plan, state, streams)):
             row = {"step": step, "instance": i,
-                   **evaluate(model, params, configs[i], p, hook, eval_tokens,
-                              exclude_ids=tuple(exclude_ids))}
+                   **_evaluate(model, params, configs[i], p, streams, eval_tokens,
+                               tuple(exclude_ids))}
             evals.append(row)
             _append(out_dir, "evals.jsonl", [row])
 
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc=f"SAE on {hook}")
+    bar = tqdm(total=steps, initial=start, disable=not progress,
+               desc=f"{streams.kind.value} on {', '.join(k for _, k in streams.blocks)}")
     pending: list[dict] = []
     first_pending = start + 1
     try:
         for step in range(start, steps):
             store_state, fill, next_batch = store.fill(params, state["store"], fill, next_batch)
-            sae_states, store_state, metrics = _sae_step(plan, tcfg, store, key, state["sae"],
-                                                         store_state)
-            state = {"sae": sae_states, "store": store_state}
+            sae_states, store_state, metrics = _sae_step(plan, tcfg, store, streams, state["sae"],
+                                                         store_state, state.get("scales"))
+            state = {**state, "sae": sae_states, "store": store_state}
             fill -= batch_size
             pending.append(metrics)
             done = step + 1
@@ -276,18 +325,33 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
         bar.close()
         if ckpt is not None:
             ckpt.close()
-    folded = _folded(plan, state["sae"])
+    folded = _folded(plan, state, streams)
     if out_dir is not None:
-        _write_outputs(out_dir, configs, folded, history, evals, hook, source, metadata)
+        _write_outputs(out_dir, configs, folded, history, evals, hook, source, metadata,
+                       streams, state["store"])
     return ModelTrainResult(configs=configs, params=folded, history=history, evals=evals,
                             state=state)
 
 
-def _folded(plan: SweepPlan, states: tuple) -> list[dict]:
+def _evaluate(model, params, cfg, p, streams: Streams, tokens, exclude_ids) -> dict:
+    if streams.kind == Kind.TRANSCODER:
+        return evaluate_transcoder(model, params, cfg, p, streams.inputs[0], streams.target,
+                                   tokens, exclude_ids=exclude_ids)
+    if streams.kind == Kind.CROSSCODER:
+        return evaluate_crosscoder(model, params, cfg, p, streams.blocks, tokens,
+                                   exclude_ids=exclude_ids)
+    return evaluate(model, params, cfg, p, streams.inputs[0], tokens, exclude_ids=exclude_ids)
+
+
+def _folded(plan: SweepPlan, state: dict, streams: Streams) -> list[dict]:
+    """Each instance's parameters for raw activations (every normalisation folded in)."""
     out = []
     for i, cfg in enumerate(plan.configs):
-        st = jax.device_get(instance_state(plan, states, i))
-        out.append(fold_norm_scale(cfg, st.params, float(st.norm_scale)))
+        st = jax.device_get(instance_state(plan, state["sae"], i))
+        p = fold_norm_scale(cfg, st.params, float(st.norm_scale), float(st.target_norm_scale))
+        if streams.kind == Kind.CROSSCODER:
+            p = jax.device_get(fold_block_scales(cfg, p, jax.device_get(state["scales"])))
+        out.append(p)
     return out
 
 
@@ -298,30 +362,65 @@ def _append(out_dir: str | None, name: str, rows: list[dict]) -> None:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
 
 
+def _hook_metadata(streams: Streams) -> tuple[dict[str, Any], str]:
+    """SAELens metadata naming the hooks (``hook_name``, a transcoder's ``hook_name_out``, a
+    crosscoder's ``crosscoder_blocks``) and the file's ``reshape_activations``."""
+    first = as_hook_spec(streams.blocks[0][1])
+    reshape = "hook_z" if first.name.endswith("hook_z") and first.head is None else "none"
+    if streams.kind == Kind.CROSSCODER:
+        return {"crosscoder_blocks": [[c, k] for c, k in streams.blocks]}, "none"
+    meta: dict[str, Any] = {"hook_name": first.name}
+    if first.head is not None:
+        meta["hook_head_index"] = first.head
+    if streams.kind == Kind.TRANSCODER:
+        out = as_hook_spec(streams.target)
+        meta["hook_name_out"] = out.name
+        if out.head is not None:
+            meta["hook_head_index_out"] = out.head
+    return meta, reshape
+
+
 def _write_outputs(out_dir: str, configs, folded, history, evals, hook, source,
-                   metadata) -> None:
-    """SAELens files with the hook name, the figure and summary.json."""
+                   metadata, streams: Streams, store_state: StoreState) -> None:
+    """SAELens files with the hook names, the figure and summary.json; for a crosscoder over
+    two checkpoints also each dictionary's model-diffing summary (``diff.json``, ``diff.png``:
+    :func:`jinterp.sae.diffing.write_diff`, live latents counted on the final buffer)."""
     bos = getattr(source, "prepend_bos", None)
-    meta = {"hook_name": as_hook_spec(hook).name, "context_size": source.seq_len,
-            **({} if bos is None else {"prepend_bos": bool(bos)}),
-            **({} if as_hook_spec(hook).head is None else
-               {"hook_head_index": as_hook_spec(hook).head}), **(metadata or {})}
+    hook_meta, reshape = _hook_metadata(streams)
+    meta = {**hook_meta, "context_size": source.seq_len,
+            **({} if bos is None else {"prepend_bos": bool(bos)}), **(metadata or {})}
     dirs = []
     for i, (cfg, p) in enumerate(zip(configs, folded)):
         d = os.path.join(out_dir, "sae" if len(configs) == 1 else f"sae_{i}")
-        reshape = "hook_z" if as_hook_spec(hook).name.endswith("hook_z") and \
-            as_hook_spec(hook).head is None else "none"
         save_saelens(d, cfg, p, metadata=meta, reshape_activations=reshape)
         dirs.append(d)
+    diffs = _write_diffs(dirs, configs, folded, streams, store_state)
     _plot(os.path.join(out_dir, "training.png"), history, len(configs))
     last = {}
     for row in evals:
         last[row["instance"]] = row
-    summary = {"hook_name": hook, "saes": dirs,
+    summary = {"hook_name": hook if isinstance(hook, str) else list(hook), "saes": dirs,
+               **({} if streams.kind == Kind.SAE else {"kind": streams.kind.value,
+                                                        **hook_meta}),
+               **({} if diffs is None else {"diff": diffs}),
                "final_metrics": [r for r in history if r["step"] == history[-1]["step"]]
                if history else [], "final_evals": [last[i] for i in sorted(last)]}
     with open(os.path.join(out_dir, "summary.json"), "w") as fh:
         json.dump(summary, fh, indent=1)
+
+
+def _write_diffs(dirs, configs, folded, streams: Streams, store_state: StoreState
+                 ) -> list[dict] | None:
+    """Each dictionary's shared / exclusive analysis when its blocks span two checkpoints
+    (checkpoint 0's blocks against checkpoint 1's); None otherwise."""
+    if streams.kind != Kind.CROSSCODER or {c for c, _ in streams.blocks} != {0, 1}:
+        return None
+    groups = [[b for b, (c, _) in enumerate(streams.blocks) if c == i] for i in (0, 1)]
+    rows, fill = jax.device_get((store_state.rows, store_state.fill))  # rows [0, fill) live
+    x = np.concatenate([np.asarray(rows[k][:int(fill)], np.float32) for k in streams.inputs],
+                       axis=-1)
+    return [diffing.write_diff(cfg, p, x, d, groups=groups, title=os.path.basename(d))
+            for d, cfg, p in zip(dirs, configs, folded)]
 
 
 def _plot(path: str, history: list[dict], n: int) -> None:

@@ -130,6 +130,15 @@ def splice(cfg: SAEConfig, params: dict, error_term: bool = False, *, head: int 
         logits = jinterp.run_with_hooks(model, lm_params, tokens,
                                         {"blocks.6.hook_resid_post": sae.splice(cfg, params)})
     """
+    if cfg.is_transcoder:
+        raise ValueError(f"splice() replaces an activation with its own reconstruction; this is a "
+                         f"transcoder (d_out={cfg.d_out}), which predicts another activation: use "
+                         "jinterp.sae.splice_transcoder(cfg, params, hook_in) on its output hook.")
+    if cfg.is_crosscoder:
+        raise ValueError(f"splice() replaces one activation; this is a crosscoder over "
+                         f"n_blocks={cfg.n_blocks} activations, each reconstructed from all of "
+                         "them: use jinterp.sae.crosscoder_patches(cfg, params, acts) on a clean "
+                         "forward's activations, one Patch per block.")
     _normalizer(normalize, jnp.ones((1, 1)))  # a bad mode raises here, not at trace time
     return Splice(params=dict(params), cfg=cfg, error_term=error_term, head=head,
                   latent_fn=latent_fn, normalize=normalize)

@@ -19,6 +19,11 @@ Several hooks share one forward and one permutation: row ``i`` of every hook's b
 same token (what a crosscoder or several SAEs on one pass need). Per-head points
 (``attn.hook_z``, ``[batch, pos, n_heads, d_head]``) are flattened to ``n_heads * d_head``
 (SAELens's ``hook_z`` reshape) or, with ``head=h``, give one head's ``d_head`` columns.
+
+With ``checkpoints=n`` the store runs the same port with ``n`` parameter sets (checkpoints of
+one model: base and fine-tuned) on the same tokens, ``params`` is then a sequence of them, and
+the buffer keys are ``"{i}/{hook}"``: row ``i`` is still the same token in every buffer (what a
+two-model crosscoder for model diffing reads).
 """
 
 from __future__ import annotations
@@ -68,6 +73,12 @@ def as_hook_spec(hook: str | HookSpec) -> HookSpec:
     return HookSpec(name, int(head) if head else None)
 
 
+def checkpoint_key(i: int, key: str, n_checkpoints: int) -> str:
+    """The buffer key of hook ``key`` of checkpoint ``i``: ``key`` itself for one checkpoint,
+    ``"{i}/{key}"`` for several."""
+    return key if n_checkpoints == 1 else f"{i}/{key}"
+
+
 def token_mask(tokens: Int[np.ndarray | Array, "batch pos"], exclude_ids: tuple[int, ...],
                exclude_first: bool) -> Bool[np.ndarray | Array, "batch pos"]:
     """Kept positions: not one of ``exclude_ids`` and, with ``exclude_first``, not position 0.
@@ -114,12 +125,15 @@ class ActivationStore:
         exclude_first: also drop position 0 whatever its id (the attention sink).
         seed: seeds the shuffles.
         dtype: the buffer's dtype (activations are cast to it).
+        checkpoints: run the model with this many parameter sets (``params`` becomes a
+            sequence of them at every push); buffer keys ``"{i}/{hook}"`` (see the module
+            docstring).
     """
 
     def __init__(self, model: HookedModel, hooks: str | HookSpec | Sequence[str | HookSpec],
                  source: TokenSource, *, batch_size: int, buffer_batches: int = 8,
                  exclude_ids: Sequence[int] = (), exclude_first: bool = False, seed: int = 0,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", checkpoints: int = 1):
         hooks = [hooks] if isinstance(hooks, (str, HookSpec)) else list(hooks)
         if not hooks:
             raise ValueError("the store needs at least one hook name")
@@ -129,7 +143,11 @@ class ActivationStore:
         self.exclude_first = exclude_first
         self.batch_size, self.dtype = batch_size, jnp.dtype(dtype)
         self.forward_shape = (source.batch_size, source.seq_len)
-        self.widths = {h.key: self._width(h) for h in self.hooks}
+        if not isinstance(checkpoints, int) or checkpoints < 1:
+            raise ValueError(f"checkpoints must be a positive int, got {checkpoints!r}.")
+        self.checkpoints = checkpoints
+        self.widths = {checkpoint_key(i, h.key, checkpoints): self._width(h)
+                       for i in range(checkpoints) for h in self.hooks}
         self.push_rows = source.batch_size * source.seq_len
         self.capacity = max(buffer_batches * self.push_rows, 2 * self.push_rows + batch_size)
         layers = [split_name(h.name)[0] for h in self.hooks]
@@ -162,6 +180,17 @@ class ActivationStore:
         if not 0 <= hook.head < n_heads:
             raise ValueError(f"head={hook.head} is outside [0, {n_heads}) for {hook.name!r}.")
         return d_head
+
+    def all_activations(self, params, tokens: Int[Array, "batch pos"]
+                        ) -> dict[str, Float[Array, "batch pos d"]]:
+        """:meth:`activations` under the buffer keys, for every checkpoint's parameters."""
+        if self.checkpoints == 1:
+            return self.activations(params, tokens)
+        if not isinstance(params, (list, tuple)) or len(params) != self.checkpoints:
+            raise ValueError(f"this store reads {self.checkpoints} checkpoints: pass params as a "
+                             f"sequence of {self.checkpoints} parameter sets.")
+        return {checkpoint_key(i, k, self.checkpoints): v for i, p in enumerate(params)
+                for k, v in self.activations(p, tokens).items()}
 
     def kept(self, tokens: Int[np.ndarray, "batch pos"]) -> int:
         """How many rows a push of ``tokens`` adds (host side, from the ids alone)."""
@@ -250,7 +279,7 @@ class ActivationStore:
     def _static_key(self) -> tuple:
         """What the jitted push / pop depend on (not the source, nor the seed: data)."""
         return (self.model, self.hooks, self.exclude_ids, self.exclude_first, self.batch_size,
-                str(self.dtype), self.forward_shape, self.capacity)
+                str(self.dtype), self.forward_shape, self.capacity, self.checkpoints)
 
     def __hash__(self) -> int:  # a static argument of jit: equal stores share programs
         return hash(self._static_key())
@@ -262,7 +291,7 @@ class ActivationStore:
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
 def _push(store: ActivationStore, params, state: StoreState,
           tokens: Int[Array, "batch pos"]) -> StoreState:
-    acts = store.activations(params, tokens)
+    acts = store.all_activations(params, tokens)
     keep = token_mask(tokens, store.exclude_ids, store.exclude_first).reshape(-1)
     order = jnp.argsort(~keep, stable=True)  # kept rows first, in token order
     n_new = jnp.sum(keep, dtype=jnp.int32)

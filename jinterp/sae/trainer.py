@@ -39,6 +39,7 @@ from jinterp.sae.config import SAEConfig
 from jinterp.sae.data import ActivationSource, as_source
 from jinterp.sae.schedule import TrainConfig, scaled_dead_window
 from jinterp.sae.train_step import TrainState, make_train_loop, make_train_step, train_state
+from jinterp.sae.transcoder_data import paired_source
 
 
 # ----------------------------------------------------------------------------- data statistics
@@ -73,8 +74,8 @@ def fold_norm_scale(cfg: SAEConfig, params: Params, norm_scale: float,
 
     Latents stay identical: the input-side weights absorb ``s`` (``W_enc s``; ``b_dec``
     subtracted before the encoder becomes ``b_dec / s``), the output side divides by the
-    target scale (``W_dec / s_t``, ``b_dec / s_t``). Thresholds and encoder biases act on
-    pre-activations, which do not change.
+    target scale (``W_dec / s_t``, ``b_dec / s_t``; a skip transcoder's ``W_skip s / s_t``).
+    Thresholds and encoder biases act on pre-activations, which do not change.
     """
     s_in = jnp.float32(norm_scale)
     s_out = s_in if target_norm_scale is None else jnp.float32(target_norm_scale)
@@ -84,6 +85,8 @@ def fold_norm_scale(cfg: SAEConfig, params: Params, norm_scale: float,
             out[name] = (out[name] * s_in).astype(params[name].dtype)
     out["W_dec"] = (out["W_dec"] / s_out).astype(params["W_dec"].dtype)
     out["b_dec"] = (out["b_dec"] / s_out).astype(params["b_dec"].dtype)
+    if "W_skip" in out:
+        out["W_skip"] = (out["W_skip"] * (s_in / s_out)).astype(params["W_skip"].dtype)
     return out
 
 
@@ -126,26 +129,38 @@ def _rewind_jsonl(path: str, step: int) -> list[dict[str, float | int]]:
 def _initial_state(cfg: SAEConfig, tcfg: TrainConfig, source: ActivationSource, *, lr: float,
                    seed: int, normalize: bool, b_dec_init: str | None,
                    init_batches: int) -> TrainState:
-    """A fresh state with the normalisation and ``b_dec`` estimated from the first batches."""
-    sample = np.concatenate([b for _, b in zip(range(init_batches), source.batches(0))])
-    scale = estimate_norm_scale(sample) if normalize else 1.0
-    state = train_state(cfg, jax.random.PRNGKey(seed), lr=lr, tcfg=tcfg, norm_scale=scale)
+    """A fresh state with the normalisation and ``b_dec`` estimated from the first batches
+    (a transcoder's target gets its own scale, and ``b_dec``, in its space, from the targets)."""
+    first = [b for _, b in zip(range(init_batches), source.batches(0))]
+    sample = _stack(first, np.concatenate)
+    xs, ys = sample if isinstance(sample, tuple) else (sample, sample)
+    scale = estimate_norm_scale(xs) if normalize else 1.0
+    t_scale = estimate_norm_scale(ys) if normalize and ys is not xs else scale
+    state = train_state(cfg, jax.random.PRNGKey(seed), lr=lr, tcfg=tcfg, norm_scale=scale,
+                        target_norm_scale=t_scale)
     if b_dec_init is not None:
-        scaled = jnp.asarray(sample) * scale
+        scaled = jnp.asarray(ys) * t_scale
         centre = geometric_median(scaled) if b_dec_init == "geometric_median" else scaled.mean(0)
         params = {**state.params, "b_dec": centre.astype(state.params["b_dec"].dtype)}
         state = state.replace(params=params)
     return state
 
 
+def _stack(batches: list, how=np.stack):
+    """``how`` over a list of batches, per element for ``(x, y)`` pairs."""
+    if isinstance(batches[0], tuple):
+        return tuple(how(list(column)) for column in zip(*batches))
+    return how(batches)
+
+
 def _chunks(source: ActivationSource, start: int, steps: int, per_call: int
-            ) -> Iterator[tuple[int, np.ndarray]]:
+            ) -> Iterator[tuple[int, np.ndarray | tuple[np.ndarray, np.ndarray]]]:
     """(first step, stacked batches) chunks of ``per_call`` steps; the tail one by one."""
     it = source.batches(start)
     step = start
     while step < steps:
         n = per_call if steps - step >= per_call else 1
-        yield step, np.stack([next(it) for _ in range(n)])
+        yield step, _stack([next(it) for _ in range(n)])
         step += n
 
 
@@ -161,7 +176,11 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
     Args:
         cfg: the SAE (architecture, sizes, sparsity coefficient).
         data: an array / memmap / .npy path(s) (read in shuffled chunks), an iterator of
-            activation arrays, or an :class:`~jinterp.sae.data.ActivationSource`.
+            activation arrays, or an :class:`~jinterp.sae.data.ActivationSource`. A
+            transcoder (``cfg.d_out`` set) trains on ``(x, y)`` streams: ``data=(x_data,
+            y_data)`` with the same tokens row for row (each as above), an iterator of
+            ``(x, y)`` pairs, or a :mod:`~jinterp.sae.transcoder_data` source; ``x`` and ``y``
+            get their own normalisation scales and ``b_dec`` starts at the targets' median.
         steps: total number of steps (a resumed run continues up to it).
         lr: base learning rate.
         tcfg: schedules and optimizer options; default: ``TrainConfig(total_steps=steps)``.
@@ -178,15 +197,16 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
         mesh: optional ``data x model`` mesh (:func:`jinterp.sae.sharding.make_mesh`).
         progress: show a tqdm progress bar.
     """
-    if cfg.is_transcoder:
-        raise ValueError("train() drives SAEs; train a transcoder with make_train_step on "
-                         "(x, target) batches")
     if checkpoint_every is not None and (out_dir is None or checkpoint_every % steps_per_call):
         raise ValueError(f"checkpoint_every={checkpoint_every} needs out_dir and must be a "
                          f"multiple of steps_per_call={steps_per_call}")
     tcfg = TrainConfig(total_steps=steps) if tcfg is None else tcfg
     tcfg = scaled_dead_window(tcfg, cfg.dead_after_tokens, steps, batch_size)
-    source = as_source(data, batch_size, seed=seed, d_in=cfg.d_in)
+    if cfg.is_transcoder:
+        source = paired_source(data, batch_size, seed=seed, d_in=cfg.d_in,
+                               d_target=cfg.d_target)
+    else:
+        source = as_source(data, batch_size, seed=seed, d_in=cfg.d_in)
     if source.d_in != cfg.d_in:
         raise ValueError(f"data has d_in={source.d_in} but the SAE expects d_in={cfg.d_in}")
     state = _initial_state(cfg, tcfg, source, lr=lr, seed=seed, normalize=normalize,
@@ -204,25 +224,28 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
         state = sharding_lib.shard_state(state, mesh)
     step_fn = make_train_step(cfg, tcfg, mesh=mesh)
     loop_fn = make_train_loop(cfg, tcfg, mesh=mesh) if steps_per_call > 1 else None
-    scale = float(state.norm_scale)  # one read: raw-unit metrics divide by its square
+    scale = float(state.target_norm_scale)  # one read: raw-unit metrics divide by its square
     bar = tqdm(total=steps, initial=start, disable=not progress, desc=f"SAE {cfg.architecture}")
     log = open(log_path, "a") if log_path else None
     try:
         for first, batches in _chunks(source, start, steps, steps_per_call):
-            if len(batches) == 1:
-                state, metrics = step_fn(state, _place(batches[0], mesh))
+            n_steps = len(_target(batches))
+            if n_steps == 1:
+                one = jax.tree.map(lambda b: b[0], batches)
+                state, metrics = step_fn(state, _place(one, mesh))
                 metrics = jax.tree.map(lambda m: m[None], metrics)
             else:
                 state, metrics = loop_fn(state, _place(batches, mesh))
-            rows = _log_rows(metrics, first, log_every, _raw_units(batches, metrics, scale))
+            rows = _log_rows(metrics, first, log_every,
+                             _raw_units(_target(batches), metrics, scale))
             history.extend(rows)
             if log is not None:
                 log.writelines(json.dumps(r) + "\n" for r in rows)
                 log.flush()
-            done = first + len(batches)
+            done = first + n_steps
             if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
                 ckpt.save(done, state)
-            bar.update(len(batches))
+            bar.update(n_steps)
             if rows:
                 bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", l0=f"{rows[-1]['l0']:.1f}",
                                 dead=f"{rows[-1]['dead_fraction']:.2f}")
@@ -232,20 +255,27 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
             log.close()
         if ckpt is not None:
             ckpt.close()
-    params = fold_norm_scale(cfg, jax.device_get(state.params), float(state.norm_scale))
+    params = fold_norm_scale(cfg, jax.device_get(state.params), float(state.norm_scale),
+                             float(state.target_norm_scale))
     return TrainResult(state=state, params=params, history=history)
 
 
-def _place(batches: np.ndarray, mesh: jax.sharding.Mesh | None) -> jax.Array:
+def _target(batches):
+    """What the SAE reconstructs: the batches themselves, or ``y`` of ``(x, y)`` pairs."""
+    return batches[1] if isinstance(batches, tuple) else batches
+
+
+def _place(batches, mesh: jax.sharding.Mesh | None):
     if mesh is None:
-        return jnp.asarray(batches)
+        return jax.tree.map(jnp.asarray, batches)
     return sharding_lib.shard_batch(batches, mesh)
 
 
 def _raw_units(batches: np.ndarray, metrics: dict[str, Array],
                scale: float) -> dict[str, np.ndarray]:
     """``mse_raw`` (the step's MSE in the activations' own units; ``mse`` is in normalised
-    units, inputs scaled so E||x||^2 = d_in) and ``fvu`` (centred, per batch), ``[n_steps]``."""
+    units, inputs scaled so E||x||^2 = d_in) and ``fvu`` (centred, per batch), ``[n_steps]``;
+    ``batches`` and ``scale`` are the reconstruction target's (a transcoder's ``y``)."""
     x = batches.astype(np.float64)
     var = np.mean(np.sum(np.square(x - x.mean(axis=1, keepdims=True)), axis=-1), axis=-1)
     mse_raw = np.asarray(jax.device_get(metrics["mse"]), np.float64).reshape(-1) / scale ** 2

@@ -48,8 +48,12 @@ def _module(cfg: SAEConfig) -> ModuleType:
 
 
 def init(cfg: SAEConfig, key: jax.Array) -> Params:
-    """Fresh parameters (a dict with SAELens names) for ``cfg``."""
-    return _module(cfg).init(cfg, key)
+    """Fresh parameters (a dict with SAELens names) for ``cfg``; a skip transcoder's
+    ``W_skip [d_out, d_in]`` starts at zero, as SAELens's."""
+    params = _module(cfg).init(cfg, key)
+    if cfg.skip_connection:
+        params["W_skip"] = jnp.zeros((cfg.d_target, cfg.d_in), cfg.param_dtype)
+    return params
 
 
 def param_shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
@@ -88,9 +92,18 @@ def decode(cfg: SAEConfig, params: Params,
 
 
 def forward(cfg: SAEConfig, params: Params, x: Float[ArrayIn, "... d_in"]):
-    """``(x_hat, f)`` with inference semantics."""
+    """``(x_hat, f)`` with inference semantics (plus the skip path of a skip transcoder)."""
     f = encode(cfg, params, x)
-    return decode(cfg, params, f), f
+    return reconstruct(cfg, params, x, f), f
+
+
+def reconstruct(cfg: SAEConfig, params: Params, x: Float[ArrayIn, "... d_in"],
+                f: Float[ArrayIn, "... d_sae"]) -> Float[Array, "... d_target"]:
+    """The output for latents ``f`` of input ``x``: ``decode(f)``, plus ``x W_skip^T`` for a
+    skip transcoder (the one case whose output depends on ``x`` beyond ``f``)."""
+    x_hat = decode(cfg, params, f)
+    skip = common.skip_out(cfg, params, jnp.asarray(x))
+    return x_hat if skip is None else x_hat + skip.astype(x_hat.dtype)
 
 
 def loss(cfg: SAEConfig, params: Params, x: Float[ArrayIn, "... d_in"], *,
@@ -99,10 +112,15 @@ def loss(cfg: SAEConfig, params: Params, x: Float[ArrayIn, "... d_in"], *,
     """Training loss and a flat dict of scalar metrics plus ``fired`` (bool ``[d_sae]``).
 
     ``target`` defaults to ``x`` (an SAE) and is required for a transcoder. All leading axes
-    of ``x`` are tokens; BatchTopK selects over all of them together.
+    of ``x`` are tokens; BatchTopK selects over all of them together. A skip transcoder's
+    architecture reconstructs ``target - x W_skip^T``: the same squared error as ``target -
+    (x_hat + x W_skip^T)``, and the gradient reaches ``W_skip`` through that target.
     """
     flat_x = common.flatten_tokens("x", x, cfg.d_in)
     flat_t = common.resolve_target(cfg, x, target)
+    skip = common.skip_out(cfg, params, flat_x)
+    if skip is not None:
+        flat_t = flat_t - skip
     return _module(cfg).loss(cfg, params, flat_x, flat_t, common.context(ctx))
 
 

@@ -107,6 +107,25 @@ def decoder_row_norms(params: Params) -> Float[Array, " d_sae"]:
     return jnp.linalg.norm(params["W_dec"].astype(jnp.float32), axis=-1)
 
 
+def decoder_block_norms(cfg: SAEConfig, params: Params) -> Float[Array, " d_sae"]:
+    """``sum_b ||W_dec[i, block b]||`` per latent: a crosscoder's penalty weight (Lindsey et al.
+    2024: an L1 over blocks of the per-block L2 norms, so a latent pays for every layer or
+    model it writes to and drops the blocks it does not need); the row norm for an SAE."""
+    if not cfg.is_crosscoder:
+        return decoder_row_norms(params)
+    w = params["W_dec"].astype(jnp.float32).reshape(cfg.d_sae, cfg.n_blocks, cfg.d_block)
+    return jnp.sum(jnp.linalg.norm(w, axis=-1), axis=-1)  # [d_sae]
+
+
+def skip_out(cfg: SAEConfig, params: Params,
+             x: Float[Array, "*batch d_in"]) -> Float[Array, "*batch d_target"] | None:
+    """A skip transcoder's linear path ``x W_skip^T`` (SAELens's ``W_skip [d_out, d_in]``), or
+    None without one."""
+    if not cfg.skip_connection:
+        return None
+    return jnp.einsum("...i,oi->...o", x, params["W_skip"])  # [..., d_target]
+
+
 def aux_k_loss(cfg: SAEConfig, params: Params, pre: Float[Array, "batch d_sae"],
                residual: Float[Array, "batch d_target"],
                dead_mask: Bool[Array, " d_sae"] | None) -> Float[Array, ""]:

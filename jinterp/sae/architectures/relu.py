@@ -11,6 +11,10 @@ the first 5% of steps). Decoder rows start in random directions with norm 0.1 an
 ``W_enc = W_dec^T``. Anthropic's encoder sees ``x`` itself (no ``b_dec`` subtraction), which is
 our default for this architecture; SAELens' standard SAE subtracts ``b_dec`` by default
 (``apply_b_dec_to_input``), settable through the config.
+
+With ``n_blocks > 1`` this is Anthropic's acausal crosscoder (Lindsey et al. 2024): ``x`` is the
+concatenation of the blocks' activations (so the summed per-block encoders are one matmul),
+each block has its own decoder columns, and ``||W_dec,i||`` becomes ``sum_b ||W_dec,i^b||``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,6 @@ def loss(cfg: SAEConfig, params: common.Params, x: Float[Array, "batch d_in"],
     f = encode(cfg, params, x)  # [batch, d_sae]
     x_hat = common.linear_decode(params, f)  # [batch, d_target]
     mse = common.sum_sq_error(x_hat, target)
-    l1 = jnp.mean(f @ common.decoder_row_norms(params))  # E_x sum_i f_i ||W_dec,i||
+    l1 = jnp.mean(f @ common.decoder_block_norms(cfg, params))  # E_x sum_i f_i ||W_dec,i||
     total = mse + ctx.penalty_scale * cfg.l1_coefficient * l1
     return common.finish_metrics(total, mse, f, l1=l1)
