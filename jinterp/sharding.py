@@ -79,6 +79,8 @@ RULES: Rules = {
     "d_in": None,
     "d_target": None,
     "n_experts": None,
+    "n_blocks": None,  # a crosscoder's blocks (layers or models): few, kept whole
+    "d_block": None,
 }
 
 #: Parameters only: as :data:`RULES`, plus ``d_model`` of every weight split over ``data``.
