@@ -33,19 +33,21 @@ from jinterp.interventions import AnyArray, Intervention, Selector, site_mask
 from jinterp.names import Axes
 
 
-def interchange(base: Float[Array, "*lead d"], source: Float[Array, "*lead d"],
-                basis: Float[Array, "n d"], weights: Float[Array, " n"] | None = None
+def interchange(base: Float[AnyArray, "*lead d"], source: Float[AnyArray, "*lead d"],
+                basis: Float[AnyArray, "n d"], weights: Float[AnyArray, " n"] | None = None
                 ) -> Float[Array, "*lead d"]:
     """``base + basis^T (weights * basis (source - base))``: the subspace of ``basis`` swapped.
 
     ``basis`` rows are assumed orthonormal (as :class:`~jinterp.das.rotation.Rotation` gives);
     computed in float32 at least, returned in ``base``'s dtype.
     """
+    base, source, basis = jnp.asarray(base), jnp.asarray(source), jnp.asarray(basis)
     compute = jnp.promote_types(base.dtype, jnp.float32)
     b = basis.astype(compute)
     delta = (source.astype(compute) - base.astype(compute)) @ b.T  # *lead n
     if weights is not None:
-        delta = delta * weights.astype(compute).reshape((1,) * (delta.ndim - 1) + (-1,))
+        w = jnp.asarray(weights).astype(compute)  # n
+        delta = delta * w.reshape((1,) * (delta.ndim - 1) + w.shape)
     return (base.astype(compute) + delta @ b).astype(base.dtype)  # *lead d
 
 

@@ -35,6 +35,7 @@ A basis is always returned as *rows*: ``basis @ h`` gives the rotated coordinate
 from __future__ import annotations
 
 import enum
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +51,7 @@ class Parametrisation(enum.Enum):
     QR = "qr"
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def random_orthogonal(key: jax.Array, d: int) -> Float[Array, "d d"]:
     """A Haar-random ``d x d`` orthogonal matrix (QR of a Gaussian, signs fixed by R's diagonal).
 
@@ -59,12 +61,14 @@ def random_orthogonal(key: jax.Array, d: int) -> Float[Array, "d d"]:
     return q * jnp.sign(jnp.diagonal(r))[None, :]
 
 
+@jax.jit
 def expm_rotation(anchor: Float[Array, "d d"], generator: Float[Array, "d d"]
                   ) -> Float[Array, "d d"]:
     """``anchor @ expm(S - S^T)``: a rotation for any ``generator`` ``S``."""
     return anchor @ expm(generator - generator.T)  # d d
 
 
+@jax.jit
 def qr_rows(w: Float[Array, "d n"]) -> Float[Array, "n d"]:
     """The orthonormalised columns of ``w`` as rows (QR with a positive diagonal)."""
     q, r = jnp.linalg.qr(w)  # q: d n, r: n n
