@@ -23,7 +23,8 @@ from jaxtyping import Array, Float, Int
 import jinterp
 
 
-def logit_attributions(model, params, tokens: Int[Array, "batch pos"], process: bool = True
+def logit_attributions(model, params, tokens: Int[Array, "batch pos"], process: bool = True,
+                       expand_neurons: bool = True
                        ) -> tuple[Float[Array, "component batch pos_m1"], list[str],
                                   Float[Array, "batch pos_m1"]]:
     """Each component's direct contribution to the next token's centred logit.
@@ -34,13 +35,16 @@ def logit_attributions(model, params, tokens: Int[Array, "batch pos"], process: 
         processing: minus the mean logit too, as ``W_U`` is centred), which ``attrs.sum(0)``
         equals up to float error when the weights are processed. ``process=False`` skips the
         processing, to show what goes wrong without it (``ln_final.w`` is then not in ``W_U``).
+        ``expand_neurons=False`` keeps each MLP as one component (memory: the full stack is
+        ``n_components * batch * pos * d_model`` floats).
     """
     if process:
         model, params = jinterp.weights.process(model, params)
     logits, cache = jinterp.run_with_cache(model, params, tokens)
     n = tokens.shape[1]
     stack, labels = cache.bind(model, params).get_full_resid_decomposition(
-        apply_ln=model.normalization is not None, pos_slice=(0, n - 1), return_labels=True)
+        apply_ln=model.normalization is not None, pos_slice=(0, n - 1), return_labels=True,
+        expand_neurons=expand_neurons)
     nxt = jnp.asarray(tokens)[:, 1:]  # batch pos-1
     attrs = jinterp.logit_attrs(model, params, stack, nxt)  # component batch pos-1
     b_U = jinterp.b_U(model, params)  # d_vocab (zeros without a bias)

@@ -6,9 +6,8 @@
 * :func:`contrast_prompts`: ``r r[:k+1]`` prompts whose in-context answer (the token after the
   earlier occurrence of the last token) is a chosen token ``A`` or ``B``: the contrast sets for
   a difference-in-means direction.
-* :func:`probe_labels`: per-token features of sequences that the model must compute: the
-  previous token's identity (written by a previous-token head) and whether the current token
-  occurred earlier in the sequence.
+* :func:`previous_tokens`: the per-token feature the probes decode, the previous token's
+  identity (written into the residual by a previous-token head).
 """
 
 from __future__ import annotations
@@ -55,16 +54,3 @@ def contrast_prompts(seed: int, d_vocab: int, half_len: int, answer_at: int, bat
 def previous_tokens(tokens: Int[Array, "batch pos"]) -> Int[Array, "batch pos"]:
     """The token before each position (position 0 gets its own token, a label never used)."""
     return jnp.concatenate([tokens[:, :1], tokens[:, :-1]], axis=1)
-
-
-def seen_before(tokens: Int[Array, "batch pos"]) -> Bool[Array, "batch pos"]:
-    """Whether each position's token already occurred earlier in its sequence."""
-    same = tokens[:, :, None] == tokens[:, None, :]  # batch q k
-    earlier = jnp.tril(jnp.ones(same.shape[1:], bool), k=-1)  # q k: k < q
-    return jnp.any(same & earlier[None], axis=-1)
-
-
-def probe_labels(tokens: Int[Array, "batch pos"]) -> dict[str, Int[np.ndarray, "batch pos"]]:
-    """``{"previous_token": ids, "seen_before": 0/1}`` per token (int32 class labels)."""
-    return {"previous_token": np.asarray(previous_tokens(tokens), np.int32),
-            "seen_before": np.asarray(seen_before(tokens), np.int32)}

@@ -80,20 +80,24 @@ def tuned_lens(s: dict, out_dir: str) -> str:
 
 
 def probes(s: dict, out_dir: str) -> str:
-    """Probe accuracy by layer with the control task and selectivity, for both features."""
+    """Previous-token probe: accuracy by layer (control task, selectivity) and by position."""
     plt, p = pyplot(), s["probes"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     x = np.arange(len(p["layers"]))
-    titles = {"previous_token": "previous token's identity", "seen_before": "token seen before"}
-    for ax, (name, title) in zip(axes, titles.items()):
-        r = p[name]
-        ax.plot(x, r["test_by_layer"], marker="o", label="probe (test)")
-        ax.plot(x, r["control_by_layer"], marker="x", label="control task (test)")
-        ax.plot(x, r["selectivity_by_layer"], marker=".", ls=":", label="selectivity")
-        ax.axhline(r["chance"], color="grey", ls="--", lw=0.8, label="majority class")
-        ax.set_xticks(x, ["embed", *[f"after L{l}" for l in range(len(x) - 1)]])
-        ax.set(ylim=(-0.05, 1.05), ylabel="accuracy", title=f"Probe: {title}")
-    axes[0].legend(fontsize=7)
+    names = ["embed", *[f"after L{l}" for l in range(len(x) - 1)]]
+    left.plot(x, p["test_by_layer"], marker="o", label="probe (test)")
+    left.plot(x, p["train_by_layer"], marker=".", ls=":", label="probe (train)")
+    left.plot(x, p["control_by_layer"], marker="x", label="control task (test)")
+    left.plot(x, p["selectivity_by_layer"], marker="s", ls="--", label="selectivity")
+    left.axhline(p["chance"], color="grey", lw=0.8, label="majority class")
+    left.set_xticks(x, names)
+    left.set(ylim=(-0.05, 1.05), ylabel="accuracy",
+             title="Probe for the previous token's identity")
+    left.legend(fontsize=7)
+    for name, row in zip(names, p["test"]):
+        right.plot(p["positions"], row, marker="o", label=name)
+    right.set(ylim=(-0.05, 1.05), xlabel="position", ylabel="test accuracy", title="By position")
+    right.legend(fontsize=7)
     return _save(fig, out_dir, "probes")
 
 
@@ -146,7 +150,8 @@ def weight_processing(s: dict, out_dir: str) -> str:
     labels = [*w["steps"], "process(...)"]
     values = [*w["max_abs_logprob_diff"], w["process_max_abs_logprob_diff"]]
     left.barh(np.arange(len(labels)), np.maximum(values, 1e-9))
-    left.axvline(1e-5, color="red", ls="--", lw=0.8, label="1e-5")
+    left.axvline(w["float32_resolution_of_max_logprob"], color="red", ls="--", lw=0.8,
+                 label="float32 eps x max |log p|")
     left.set_yticks(np.arange(len(labels)), labels, fontsize=8)
     left.invert_yaxis()
     left.set(xscale="log", xlabel="max |log p - log p original| (cumulative)",

@@ -1,13 +1,10 @@
-"""Linear probes at every layer for features the induction circuit must compute.
+"""Linear probes at every layer for a feature the induction circuit must compute.
 
-Two per-token features of sequences from the training distribution (:func:`.data.probe_labels`):
-
-* ``previous_token``: the identity of the token before the current one (``d_vocab`` classes).
-  The embeddings know only the current token and position, so a probe on them is at chance;
-  a previous-token head in layer 0 writes it into the residual, so it becomes decodable after
-  layer 0 -- the planted structure the induction heads' keys read (K-composition).
-* ``seen_before``: whether the current token already occurred earlier in the sequence (two
-  classes). Nothing in the embeddings says so.
+The feature (:func:`.data.previous_tokens`): the identity of the token before the current one
+(``d_vocab`` classes), per token of sequences from the training distribution. The embeddings
+know only the current token and its position, so a probe on them is at chance; a
+previous-token head in layer 0 writes it into the residual, so it becomes decodable after
+layer 0 -- the planted structure that the induction heads' keys read (K-composition).
 
 :func:`jinterp.probes.fit_probes` fits every (layer, position) and a control task (labels
 permuted over examples: only memorisation can fit it) in one program; selectivity is the test
@@ -23,7 +20,7 @@ from jaxtyping import Array, Int
 
 import jinterp
 from jinterp import probes
-from jinterp.experiments.reading.data import probe_labels
+from jinterp.experiments.reading.data import previous_tokens
 
 
 def residual_layers(model, params, tokens: Int[Array, "batch pos"]
@@ -40,7 +37,7 @@ def residual_layers(model, params, tokens: Int[Array, "batch pos"]
 
 def probe_study(model, params, tokens: Int[np.ndarray, "batch pos"], positions: list[int],
                 config: probes.ProbeConfig, seed: int = 0) -> dict:
-    """Probe scores of both features, ``[layer + 1, len(positions)]`` each, and per-layer means.
+    """Previous-token probe scores, ``[layer + 1, len(positions)]``, and per-layer means.
 
     ``positions`` (each >= 1, so every token has a predecessor in the sequence) bounds the cost:
     one probe is fitted per (task, layer, position).
@@ -49,17 +46,14 @@ def probe_study(model, params, tokens: Int[np.ndarray, "batch pos"], positions: 
         raise ValueError(f"positions must be non-empty and lie in [1, {tokens.shape[1]}); got "
                          f"{positions}.")
     acts = residual_layers(model, params, jnp.asarray(tokens))[:, :, np.asarray(positions)]
-    labels = probe_labels(jnp.asarray(tokens))
-    out = {"layers": [f"resid_pre {l}" for l in range(model.n_layers)] + ["output"],
-           "positions": list(positions), "n_examples": int(tokens.shape[0])}
-    for name, y in labels.items():
-        r = probes.fit_probes(acts, y[:, positions], config, seed=seed)
-        test, control = np.asarray(r.test_score), np.asarray(r.control_score)
-        out[name] = {
-            "test_by_layer": np.round(test.mean(1), 4).tolist(),
-            "control_by_layer": np.round(control.mean(1), 4).tolist(),
-            "train_by_layer": np.round(np.asarray(r.train_score).mean(1), 4).tolist(),
-            "selectivity_by_layer": np.round((test - control).mean(1), 4).tolist(),
-            "chance": round(r.chance, 4),
-            "test": np.round(test, 4).tolist()}
-    return out
+    labels = np.asarray(previous_tokens(jnp.asarray(tokens)), np.int32)[:, positions]
+    r = probes.fit_probes(acts, labels, config, seed=seed)
+    test, control = np.asarray(r.test_score), np.asarray(r.control_score)
+    r4 = lambda x: np.round(np.asarray(x, np.float64), 4).tolist()
+    return {"layers": [f"resid_pre {l}" for l in range(model.n_layers)] + ["output"],
+            "positions": list(positions), "n_examples": int(tokens.shape[0]),
+            "n_test": int(len(r.test_index)), "chance": round(r.chance, 4),
+            "test_by_layer": r4(test.mean(1)), "control_by_layer": r4(control.mean(1)),
+            "train_by_layer": r4(np.asarray(r.train_score).mean(1)),
+            "selectivity_by_layer": r4((test - control).mean(1)),
+            "test": r4(test), "control": r4(control)}

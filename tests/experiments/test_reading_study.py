@@ -17,11 +17,10 @@ from jinterp.experiments.reading.study import StudyConfig
 def test_labels_and_contrast_prompts_match_python_references():
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 5, (3, 12)).astype(np.int32)
-    labels = data.probe_labels(jnp.asarray(tokens))
+    previous = np.asarray(data.previous_tokens(jnp.asarray(tokens)))
     for b in range(3):
         for t in range(12):
-            assert labels["seen_before"][b, t] == int(tokens[b, t] in tokens[b, :t].tolist())
-            assert labels["previous_token"][b, t] == tokens[b, max(t - 1, 0)]
+            assert previous[b, t] == tokens[b, max(t - 1, 0)]
     prompts = data.contrast_prompts(1, 20, half_len=6, answer_at=2, batch=8, answer=3,
                                     avoid=(4,))
     assert prompts.shape == (8, 9)
@@ -86,7 +85,7 @@ def test_fast_study_writes_every_figure_and_a_consistent_summary(tmp_path):
 
     # Probes: the previous token is decodable after layer 0 (the previous-token head), not from
     # the embeddings; the control task stays near chance.
-    prev = summary["probes"]["previous_token"]
+    prev = summary["probes"]
     assert prev["test_by_layer"][1] > prev["test_by_layer"][0] + 0.2
     assert prev["selectivity_by_layer"][1] > 0.2 and max(prev["control_by_layer"]) < 0.3
     np.testing.assert_allclose(np.subtract(prev["test_by_layer"], prev["control_by_layer"]),
