@@ -40,6 +40,7 @@ from jinterp.loop import run_model
 from jinterp.metrics import Metric
 from jinterp.model import HookedModel
 from jinterp.names import block_name
+from jinterp.patching import suffix
 from jinterp.patching.attr_checks import (
     MetricFn,
     clean_stack,
@@ -50,7 +51,7 @@ from jinterp.patching.attr_checks import (
 from jinterp.patching.attr_grads import corrupted_grads, grad_drop_grads, integrated_grads
 from jinterp.patching.attr_qk import patched_scores, qk_estimate
 from jinterp.patching.sites import EVERY, SITES, Site, get_site, stack_every
-from jinterp.patching.sweep import final_metric
+from jinterp.patching.sweep import final_metric, query_position, selected_metric
 from jinterp.plan import split_leaves
 from jinterp.run import _rebuild, prepare
 
@@ -105,6 +106,35 @@ def _grads_at_positions(params, tokens, metric_leaves, *, model, plan, metric_st
     return result, acts, grads
 
 
+@functools.partial(jax.jit, static_argnames=("model", "plan", "metric_static"))
+def _resid_grads_one_query(params, tokens, metric_leaves, *, model, plan, metric_static):
+    """``hook_resid_pre`` gradients for a metric of one position: blocks ``0 .. L-2`` as usual,
+    the last block at that position only (:func:`jinterp.patching.suffix.last_block_at`)."""
+    metric = _rebuild(metric_static, metric_leaves)
+    n_layers, (batch, n_pos) = model.n_layers, tokens.shape
+    query = query_position(metric, n_pos)
+    dims = model.dims
+    kv = jnp.zeros((n_layers, batch, n_pos, dims["n_kv_heads"], dims["d_head"]))
+    positions = jnp.broadcast_to(jnp.arange(n_pos, dtype=jnp.int32), (batch, n_pos))
+
+    def value(delta):
+        block = {"hook_resid_pre": delta[:-1]} if n_layers > 1 else {}
+        resid, _, acts = run_model(model, plan, params, tokens, {}, [],
+                                   {"top": {}, "block": block})
+        resid = resid + delta[-1]  # the last block's input
+        # start=0: every key is this call's own, so the unpatched run's fields go unread.
+        stub = suffix.Unpatched(resid[None], jnp.zeros_like(resid), (kv.astype(resid.dtype),) * 2,
+                                positions)
+        out = suffix.last_block_at(model, params, stub, resid, 0, query, {}, {})
+        stack = [acts["hook_resid_pre"], resid[None]] if n_layers > 1 else [resid[None]]
+        return selected_metric(model, params, out, metric), jnp.concatenate(stack)
+
+    shape = (n_layers, batch, n_pos, model.d_model)
+    dtype = jax.eval_shape(lambda: run_model(model, plan, params, tokens, {}, [])[0]).dtype
+    (result, acts), grads = jax.value_and_grad(value, has_aux=True)(jnp.zeros(shape, dtype))
+    return result, {"hook_resid_pre": acts}, {"hook_resid_pre": grads}
+
+
 def metric_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...]
                  ) -> tuple[Float[Array, ""], dict[str, Array], dict[str, Array]]:
     """``(M(corrupted), {point: activations [layer, ...]}, {point: dM/d activation})``.
@@ -113,13 +143,22 @@ def metric_grads(model: HookedModel, params, tokens, metric, points: tuple[str, 
     (:func:`jinterp.patching.sweep.final_metric`): the run stops at the final residual, which
     is unembedded at those positions (a logit difference: its two tokens) only, forward and
     backward, instead of every position's logits (GPT-2 small at 16 tokens: 30% of a forward
-    and of its backward). Any other metric: :func:`~jinterp.patching.attr_grads.corrupted_grads`.
+    and of its backward). For the residual stream and a metric of one position, the last
+    block runs at that position only (the others give it keys and values). Any other metric:
+    :func:`~jinterp.patching.attr_grads.corrupted_grads`.
     """
     if not (isinstance(metric, Metric) and metric.pos is not None):
         return corrupted_grads(model, params, tokens, metric, points)
-    names = [block_name(layer, p) for p in points for layer in range(model.n_layers)]
-    prep = prepare(model, params, tokens, names, None, None, model.n_layers)
     leaves, static, treedef = split_leaves(metric)
+    n = model.n_layers
+    if (points == ("hook_resid_pre",) and query_position(metric, 1) is not None
+            and suffix.supported(model)):
+        names = [block_name(layer, points[0]) for layer in range(n - 1)]
+        prep = prepare(model, params, tokens, names, None, None, n - 1)
+        return _resid_grads_one_query(params, prep.inputs, leaves, model=model, plan=prep.plan,
+                                      metric_static=(treedef, static))
+    names = [block_name(layer, p) for p in points for layer in range(n)]
+    prep = prepare(model, params, tokens, names, None, None, n)
     return _grads_at_positions(params, prep.inputs, leaves, model=model, plan=prep.plan,
                                metric_static=(treedef, static))
 
