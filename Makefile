@@ -7,7 +7,7 @@ RUNTIME := $(VENV)/.runtime-installed
 TESTENV := $(VENV)/.test-installed
 OUT ?= runs
 
-.PHONY: demo grokking test test-parity bench venv clean chromium
+.PHONY: demo grokking test test-full test-parity bench venv clean chromium
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,11 +41,17 @@ chromium:
 	  $$SUDO apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
 
+# `make test` deselects the tests marked `full` (larger variants of tests it keeps in small
+# form); `make test-full` runs everything (about 20 minutes on 2 cores).
+PYTEST_MARK ?= not full
 test: $(TESTENV) chromium
 	$(VENV)/bin/ruff check .
-	@$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests; rc=$$?; \
+	@$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 -m "$(PYTEST_MARK)" tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is missing" >&2; exit 1; fi; \
 	exit $$rc
+
+test-full:
+	$(MAKE) test PYTEST_MARK="full or not full"
 
 # Parity with TransformerLens and SAELens on the same weights, in a virtualenv of its own
 # (.venv-parity): the tests that need them are skipped by `make test`, which does not install them.

@@ -4,6 +4,7 @@ import functools
 
 import jax
 import numpy as np
+import pytest
 
 from jinterp import models
 
@@ -23,6 +24,16 @@ CONFIGS = {
         query_pre_attn_scalar=10, sliding_window=3, local_layers=(True, False, True))),
 }
 FAMILIES = tuple(CONFIGS)
+
+
+def families(*default: str) -> list:
+    """Every family as a parametrization, those not in ``default`` marked ``full``.
+
+    Tests rotate their default families (gpt2 and one or two llama-like each) so `make test`
+    still runs every family in several tests; `make test-full` runs all five everywhere.
+    """
+    assert set(default) <= set(FAMILIES), default
+    return [n if n in default else pytest.param(n, marks=pytest.mark.full) for n in FAMILIES]
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,10 +10,13 @@ import subprocess
 import sys
 
 CODE = """
+import sys
 import jax, numpy as np
 import jinterp
 from jinterp import models
 print("DIR", jax.config.jax_compilation_cache_dir)
+if sys.argv[1:] == ["dir-only"]:
+    sys.exit(0)
 model = models.GPT2(models.GPT2Config(n_layers=2, d_model=64, n_heads=2, d_head=32, d_mlp=128,
                                       d_vocab=101, n_ctx=16))
 params = model.init(jax.random.key(0))
@@ -23,9 +26,10 @@ jax.block_until_ready(jinterp.run_with_cache(model, params, tokens, names="block
 """
 
 
-def _run(tmp_path, **env):
+def _run(tmp_path, *args, **env):
+    """Runs ``CODE`` in a fresh process; ``"dir-only"`` stops it after printing the directory."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("JINTERP_")}
-    proc = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", CODE, *args], capture_output=True, text=True,
                           env={**base, "XDG_CACHE_HOME": str(tmp_path), **env}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -41,4 +45,6 @@ def test_on_by_default_in_the_user_cache_directory_and_stores_the_forward(tmp_pa
 def test_opt_out_and_explicit_directory(tmp_path):
     assert "DIR None" in _run(tmp_path, JINTERP_COMPILATION_CACHE="0")
     assert not (tmp_path / "jinterp").exists()
-    assert f"DIR {tmp_path / 'mine'}" in _run(tmp_path, JINTERP_CACHE_DIR=str(tmp_path / "mine"))
+    # (the directory is all this run checks: no model needs to compile)
+    assert f"DIR {tmp_path / 'mine'}" in _run(tmp_path, "dir-only",
+                                               JINTERP_CACHE_DIR=str(tmp_path / "mine"))

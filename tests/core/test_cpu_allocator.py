@@ -17,7 +17,7 @@ CODE = """
 import resource, jax, numpy as np
 import jinterp
 from jinterp import models
-model = models.GPT2(models.GPT2Config(n_layers=4, d_model=256, n_heads=4, d_head=64,
+model = models.GPT2(models.GPT2Config(n_layers=4, d_model=64, n_heads=4, d_head=16,
                                       d_mlp=4096, d_vocab=101, n_ctx=128))
 params = model.init(jax.random.key(0))
 tokens = np.random.default_rng(0).integers(0, 101, (8, 128))

@@ -4,8 +4,9 @@ soft-caps), meshes data x model 2 x 4 and 4 x 2, FSDP off and on, tokens split o
 Weights are drawn with std 0.2 so activations are O(1) and the soft-caps bite; differences
 are taken relative to the reference's largest magnitude when it exceeds 1.
 
-One subprocess runs every case (the device count must be fixed before jax is imported); it
-prints one JSON report and the tests assert on it.
+One subprocess runs the default cases and the other checks (the device count must be fixed
+before jax is imported); it prints one JSON report and the tests assert on it. The cases marked
+`full` run in a second subprocess, only when selected.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ from multidevice import run_on_fake_devices
 ATOL = 1e-5
 CASES = [f"{m}_{d}x{k}_{'fsdp' if f else 'tp'}" for m in ("gpt2", "llama", "gemma2")
          for d, k in ((2, 4), (4, 2)) for f in (False, True)]
+# `make test` runs one case per model, covering both meshes and FSDP off and on; the other nine
+# are marked `full` and run in a second subprocess only when selected.
+DEFAULT = ("gpt2_2x4_tp", "llama_4x2_fsdp", "gemma2_2x4_fsdp")
+PARAMS = [case if case in DEFAULT else pytest.param(case, marks=pytest.mark.full)
+          for case in CASES]
 
 CHECK = """
 import dataclasses
+import sys
 import json
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -45,6 +52,8 @@ MODELS = {
                                                 init_range=0.2)),
 }
 report = {}
+WANT = set(sys.argv[1].split(","))  # the cases to run
+EXTRAS = sys.argv[2] == "1"  # also the gemma2 feature, divisibility, constrain, capture checks
 
 
 def max_diff(a, b):
@@ -54,6 +63,8 @@ def max_diff(a, b):
 
 
 for name, model in MODELS.items():
+    if not any(case.startswith(name + "_") for case in WANT) and not (EXTRAS and name == "gemma2"):
+        continue
     params = model.init(jax.random.key(0))
     tokens = np.random.default_rng(0).integers(0, model.d_vocab, (8, 12)).astype(np.int32)
     ref_logits = np.asarray(model(params, tokens))
@@ -63,6 +74,8 @@ for name, model in MODELS.items():
         mesh = sharding.make_mesh(data, size)
         toks = jax.device_put(tokens, NamedSharding(mesh, P(sharding.DATA)))
         for fsdp in (False, True):
+            if f"{name}_{data}x{size}_{'fsdp' if fsdp else 'tp'}" not in WANT:
+                continue
             sharded = sharding.shard_params(model, params, mesh, fsdp=fsdp)
             logits = model(sharded, toks)
             logits_b, cache = jinterp.run_with_cache(model, sharded, toks, names=NAMES)
@@ -77,13 +90,16 @@ for name, model in MODELS.items():
                 "W_out_spec": str(sharded["blocks"]["mlp"]["W_out"].sharding.spec),
                 "n_devices": len(w_q.sharding.device_set),
             }
-    if name == "gemma2":  # each feature moves the logits (else the case is weak)
+    if name == "gemma2" and EXTRAS:  # each feature moves the logits (else the case is weak)
         for change in ({"sliding_window": None, "local_layers": (False, False)},
                        {"attn_softcap": None}, {"final_softcap": None}):
             plain = models.Gemma2(dataclasses.replace(model.config, **change))
             report["gemma2_without_" + next(iter(change))] = max_diff(
                 plain(params, tokens), ref_logits)
 
+if not EXTRAS:
+    print("REPORT" + json.dumps(report))
+    sys.exit(0)
 # n_kv_heads = 2 cannot be split 4 ways: the error names the parameter and the fix
 bad = models.Llama(models.LlamaConfig(n_layers=1, d_model=16, n_heads=4, n_kv_heads=2, d_head=4,
                                       d_mlp=32, d_vocab=32))
@@ -129,29 +145,37 @@ print("REPORT" + json.dumps(report))
 """
 
 
-@functools.lru_cache(maxsize=1)
-def _report() -> dict:
-    out = run_on_fake_devices(CHECK)
+@functools.lru_cache(maxsize=2)
+def _report(cases: tuple[str, ...], extras: bool) -> dict:
+    out = run_on_fake_devices(CHECK, args=(",".join(cases), "1" if extras else "0"))
     line = [ln for ln in out.splitlines() if ln.startswith("REPORT")][-1]
     return json.loads(line[len("REPORT"):])
 
 
 @pytest.fixture(scope="module")
 def report():
-    return _report()
+    return _report(DEFAULT, True)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_sharded_params_give_single_device_results(report, case):
-    r = report[case]
+@pytest.fixture
+def case_report(report, case):
+    """The report holding ``case``: the default one, or the full cases' (one subprocess)."""
+    if case in report:
+        return report[case]
+    return _report(tuple(c for c in CASES if c not in DEFAULT), False)[case]
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_sharded_params_give_single_device_results(case_report, case):
+    r = case_report
     assert r["n_devices"] == 8
     assert r["logits_diff"] < ATOL and r["cache_logits_diff"] < ATOL, r
     assert max(r["cache_diff"].values()) < ATOL, r["cache_diff"]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_params_really_are_sharded(report, case):
-    r = report[case]
+@pytest.mark.parametrize("case", PARAMS)
+def test_params_really_are_sharded(case_report, case):
+    r = case_report
     data, size = (int(n) for n in case.split("_")[1].split("x"))
     fsdp = case.endswith("fsdp")
     n_heads = 4 if case.startswith("gpt2") else 8

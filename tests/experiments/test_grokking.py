@@ -28,7 +28,7 @@ from jinterp.experiments.grokking.model import (
 )
 from jinterp.experiments.grokking.training import init_state, load_history, make_optimizer, train
 
-TINY = GrokConfig.fast(steps=40, steps_per_call=20, snapshot_every=20)
+TINY = GrokConfig.fast(steps=4, steps_per_call=2, snapshot_every=2)
 
 
 # ------------------------------------------------------------------------------------- data
@@ -257,25 +257,33 @@ def _params(state):
     return jax.tree.map(np.asarray, state["params"])
 
 
-def test_resume_after_interruption_is_bitwise_identical(tmp_path):
-    full = train(TINY, str(tmp_path / "full"), progress=False)
-    train(TINY, str(tmp_path / "cut"), progress=False, max_chunks=1)
-    resumed = train(TINY, str(tmp_path / "cut"), progress=False)
-    for x, y in zip(jax.tree.leaves(_params(full)), jax.tree.leaves(_params(resumed))):
+# Two seeds, two chunks of two steps: trained once for the resume and the vmap tests.
+TWO_SEEDS = GrokConfig.fast(steps=4, steps_per_call=2, snapshot_every=2, seeds=(0, 3))
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    """Final params of ``TWO_SEEDS`` trained straight through, without interruption."""
+    return _params(train(TWO_SEEDS, str(tmp_path_factory.mktemp("straight")), progress=False))
+
+
+def test_resume_after_interruption_is_bitwise_identical(tmp_path, two_seeds):
+    train(TWO_SEEDS, str(tmp_path / "cut"), progress=False, max_chunks=1)
+    resumed = train(TWO_SEEDS, str(tmp_path / "cut"), progress=False)
+    for x, y in zip(jax.tree.leaves(two_seeds), jax.tree.leaves(_params(resumed))):
         assert np.array_equal(x, y)
-    assert int(resumed["step"][0]) == TINY.steps
+    assert int(resumed["step"][0]) == TWO_SEEDS.steps
     with pytest.raises(ValueError, match="different config"):
-        longer = GrokConfig.fast(steps=60, steps_per_call=20, snapshot_every=20)
+        longer = GrokConfig.fast(steps=6, steps_per_call=2, snapshot_every=2, seeds=(0, 3))
         train(longer, str(tmp_path / "cut"))
 
 
-def test_vmapped_seeds_equal_seeds_trained_alone(tmp_path):
-    cfg = GrokConfig.fast(steps=20, steps_per_call=20, snapshot_every=20, seeds=(0, 3))
-    both = _params(train(cfg, str(tmp_path / "both"), progress=False))
-    alone_cfg = GrokConfig.fast(steps=20, steps_per_call=20, snapshot_every=20, seeds=(3,))
+def test_vmapped_seeds_equal_seeds_trained_alone(tmp_path, two_seeds):
+    alone_cfg = GrokConfig.fast(steps=4, steps_per_call=2, snapshot_every=2, seeds=(3,))
     alone = _params(train(alone_cfg, str(tmp_path / "alone"), progress=False))
-    init = jax.tree.map(np.asarray, init_state(cfg)["params"])
-    for x, y, x0 in zip(jax.tree.leaves(both), jax.tree.leaves(alone), jax.tree.leaves(init)):
+    init = jax.tree.map(np.asarray, init_state(TWO_SEEDS)["params"])
+    for x, y, x0 in zip(jax.tree.leaves(two_seeds), jax.tree.leaves(alone),
+                        jax.tree.leaves(init)):
         assert np.allclose(x[1], y[0], atol=1e-6, rtol=1e-5)
         assert not np.allclose(x[0], x[1])  # different seeds really differ
         # and really trained (biases may stay at their zero init)
@@ -310,8 +318,8 @@ def test_across_seeds_counts_checks_and_spread():
 
 def test_cli_end_to_end_fast(tmp_path):
     out = str(tmp_path / "run")
-    argv = ["--out", out, "--fast", "--steps", "60", "--steps-per-call", "30",
-            "--snapshot-every", "30", "--seeds", "2", "--no-progress"]
+    argv = ["--out", out, "--fast", "--steps", "6", "--steps-per-call", "3",
+            "--snapshot-every", "3", "--seeds", "2", "--no-progress"]
     cli.main(argv)
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
@@ -320,7 +328,7 @@ def test_cli_end_to_end_fast(tmp_path):
                 "single_frequency_neuron_fraction", "restricted_loss_drop_step",
                 "test_loss_drop_step"):
         assert key in summary
-    assert summary["steps"] == 60 and len(summary["seeds"]) == 2
+    assert summary["steps"] == 6 and len(summary["seeds"]) == 2
     assert summary["across_seeds"]["n_seeds"] == 2
     assert summary["across_seeds"]["checks_passed"] == {
         name: sum(s["checks"][name] for s in summary["seeds"]) for name in summary["checks"]}
@@ -331,7 +339,7 @@ def test_cli_end_to_end_fast(tmp_path):
                  "seeds.png"):
         assert os.path.getsize(os.path.join(out, name)) > 1000
     history = load_history(out)
-    assert history["train_loss"].shape == (2, 60) and list(history["snapshot_steps"]) == [0, 30, 60]
+    assert history["train_loss"].shape == (2, 6) and list(history["snapshot_steps"]) == [0, 3, 6]
     # the summary's final test loss is the port's loss on the test split at the last snapshot
     assert summary["final_test_loss"] == pytest.approx(summary["test_loss"], rel=1e-4)
     cli.main(argv)  # finished run: resumes with nothing to train, same numbers

@@ -2,7 +2,9 @@
 
 On GPT-2, Llama (grouped-query: k/v sites patch kv heads) and Gemma 2 (soft-capping, sliding
 windows, post-norms), with the metric read at one position (the sweep unembeds that position
-only; the loop computes full logits).
+only; the loop computes full logits). Each sweep compiles one program per layer and suffix
+bucket: ``make test`` runs three sites with None (every position recomputed) or 2 buckets, the
+``full`` variant every site with 1 and with the default buckets.
 """
 
 import jax.numpy as jnp
@@ -14,11 +16,19 @@ from reference import loop_sweep, patch_hooks
 import jinterp
 from jinterp import metrics, patching
 from jinterp.patching import activation
+from jinterp.patching.sweep import DEFAULT_BUCKETS
 
 N_POS = 5
-CASES = [("gpt2", "resid_pre"), ("gpt2", "attn_head_pattern_dest_src_pos"),
+SITES = [("gpt2", "resid_pre"), ("gpt2", "attn_head_pattern_dest_src_pos"),
          ("llama", "attn_head_k_by_pos"), ("gemma2", "attn_head_out_by_pos"),
          ("gemma2", "attn_head_pattern_by_pos")]
+# Default set: the plain path (None) on GPT-2's residual (a site feeding the keys) and two buckets
+# on GQA kv heads and on the pattern under a sliding window. test_sweep_speed_paths.py checks one
+# and two buckets against None on four more sites. `full`: the two other sites with one bucket,
+# and every site with the default buckets.
+CHEAP = [(*SITES[0], None), (*SITES[2], 2), (*SITES[4], 2)]
+CASES = (CHEAP + [pytest.param(*SITES[i], 1, marks=pytest.mark.full) for i in (1, 3)]
+         + [pytest.param(*case, DEFAULT_BUCKETS, marks=pytest.mark.full) for case in SITES])
 
 
 def setup(name):
@@ -37,11 +47,11 @@ def loop(name, site, clean_cache, corrupted_cache):
                                                                    corrupted_cache), metric)
 
 
-@pytest.mark.parametrize("name,site", CASES)
-def test_sweep_equals_loop(name, site):
+@pytest.mark.parametrize("name,site,buckets", CASES)
+def test_sweep_equals_loop(name, site, buckets):
     model, params, corrupted, clean_cache, corrupted_cache, metric = setup(name)
     fn = getattr(patching, f"get_act_patch_{site}")
-    got = np.asarray(fn(model, params, corrupted, clean_cache, metric))
+    got = np.asarray(fn(model, params, corrupted, clean_cache, metric, suffix_buckets=buckets))
     want = loop(name, site, clean_cache, corrupted_cache)
     assert got.shape == patching.get_site(site).result_shape(model, N_POS) == want.shape
     np.testing.assert_allclose(got, want, atol=2e-5)
@@ -75,13 +85,16 @@ def test_every_functions_stack_their_sites_in_transformer_lens_order(monkeypatch
 def test_chunked_equals_unchunked_and_noising_swaps_arguments():
     model, params, corrupted, clean_cache, corrupted_cache, metric = setup("gpt2")
     clean = jnp.asarray(tokens(2, N_POS, 0))
-    whole = patching.get_act_patch_resid_pre(model, params, corrupted, clean_cache, metric)
+    # chunks, not buckets, are under test (test_sweep_speed_paths.py chunks the suffix path)
+    cheap = dict(suffix_buckets=None)
+    whole = patching.get_act_patch_resid_pre(model, params, corrupted, clean_cache, metric, **cheap)
     for chunk in (2, 100):  # several chunks with a ragged last one; one chunk
         chunked = patching.get_act_patch_resid_pre(model, params, corrupted, clean_cache, metric,
-                                                   chunk_size=chunk)
+                                                   chunk_size=chunk, **cheap)
         np.testing.assert_allclose(chunked, whole, atol=1e-6)
     # Noising: the corrupted activation of one node into the clean run.
-    noised = patching.get_act_patch_resid_pre(model, params, clean, corrupted_cache, metric)
+    noised = patching.get_act_patch_resid_pre(model, params, clean, corrupted_cache, metric,
+                                              **cheap)
     name = "blocks.1.hook_resid_pre"
     one = jinterp.run_with_hooks(model, params, clean,
                                  {name: jinterp.Patch(corrupted_cache[name][:, 2], pos=2)})

@@ -80,6 +80,12 @@ def cancellation_model(n_pos):
     return model, params
 
 
+def exact_patching(model, params, corrupt, cache, site):
+    """Exact activation patching, the plain path (every position recomputed: one program a
+    layer; ``test_activation_patching.py`` checks it against a loop of single patches)."""
+    return activation.act_patch(model, params, corrupt, cache, metric, site, suffix_buckets=None)
+
+
 def _runs(model, params, pos=6, batch=3, changed=None):
     clean = tokens(batch, pos, seed=0, vocab=model.d_vocab)
     corrupt = tokens(batch, pos, seed=1, vocab=model.d_vocab)
@@ -96,7 +102,7 @@ def test_linear_paths_atp_and_eap_equal_exact_patching():
     clean, corrupt, cache = _runs(model, params)
     base = metric(model(params, corrupt))
     for site in ("resid_pre", "attn_head_v_all_pos"):
-        exact = activation.act_patch(model, params, corrupt, cache, metric, site)
+        exact = exact_patching(model, params, corrupt, cache, site)
         atp = attr_patch(model, params, corrupt, cache, metric, site)
         assert np.ptp(exact) > 0.1, site
         np.testing.assert_allclose(atp, exact, atol=1e-4, err_msg=site)
@@ -120,7 +126,7 @@ def test_saturated_head_atp_misses_and_qk_fix_matches():
     model, params = saturated_model()
     clean, corrupt, cache = _runs(model, params, batch=4, changed=(2, 5))
     for site in ("attn_head_q_all_pos", "attn_head_k_by_pos"):
-        exact = activation.act_patch(model, params, corrupt, cache, metric, site)
+        exact = exact_patching(model, params, corrupt, cache, site)
         atp = attr_patch(model, params, corrupt, cache, metric, site)
         fixed = attr_patch(model, params, corrupt, cache, metric, site, method="atp*")
         base = metric(model(params, corrupt))
@@ -135,7 +141,7 @@ def test_grad_drop_recovers_a_cancelling_node():
     model, params = cancellation_model(n_pos)
     clean, corrupt, cache = _runs(model, params, pos=n_pos)
     site = "attn_head_out_by_pos"  # [layer, pos, head]
-    exact = activation.act_patch(model, params, corrupt, cache, metric, site)
+    exact = exact_patching(model, params, corrupt, cache, site)
     atp = attr_patch(model, params, corrupt, cache, metric, site)
     drop = attr_patch(model, params, corrupt, cache, metric, site, grad_drop=True)
     base = metric(model(params, corrupt))

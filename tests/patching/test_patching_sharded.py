@@ -13,8 +13,9 @@ clean, corrupted = jnp.asarray(tokens(2, 5, 0)), jnp.asarray(tokens(2, 5, 1))
 _, cache = jinterp.run_with_cache(model, params, clean, names=lambda n: "hook_k" in n)
 metric = metrics.logit_diff(3, 5)
 sweep = patching.get_act_patch_attn_head_k_by_pos  # 10 nodes a layer: padded to 16 = 8 x 2
-one = sweep(model, params, corrupted, cache, metric, devices=jax.devices()[:1])
-eight = sweep(model, params, corrupted, cache, metric, chunk_size=3)
+# one suffix bucket: sharding, not buckets, is under test (3 programs a sweep, not 12)
+one = sweep(model, params, corrupted, cache, metric, devices=jax.devices()[:1], suffix_buckets=1)
+eight = sweep(model, params, corrupted, cache, metric, chunk_size=3, suffix_buckets=1)
 assert len(jax.devices()) == 8 and one.shape == eight.shape == (3, 5, 2), eight.shape
 np.testing.assert_allclose(eight, one, atol=1e-5)
 print("ok", float(np.ptp(np.asarray(one))))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=8")
@@ -54,12 +55,15 @@ def _max_diff(a, b):  # on the host: eager jnp ops would compile once per leaf s
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def _check_training(report):
+def _check_training(report, cases):
     # host (numpy) batches: slicing a jax array compiles a slice program per step
     xs = (np.random.default_rng(1).normal(size=(N_STEPS, 32, 16)) + 0.2).astype(np.float32)
     for name, cfg in CONFIGS.items():
+        meshes = [(d, m) for d, m in MESHES if f"{name}_{d}x{m}" in cases]
+        if not meshes:
+            continue
         ref_state, ref_losses = _run(cfg, xs, None)
-        for data, model in MESHES:
+        for data, model in meshes:
             mesh = sh.make_mesh(data, model)
             state, losses = _run(cfg, xs, mesh)
             report[f"{name}_{data}x{model}"] = {
@@ -149,11 +153,14 @@ def _check_step_uses_sharded_top_k(report, state, x, mesh):
 
 
 def main():
+    """``sharding_check.py CASES [training-only]``: CASES is ``relu_4x2,topk_2x4,...``; with
+    ``training-only`` the sweep and top-k checks are skipped (the `full` cases' second run)."""
     report = REPORT
     report["n_devices"] = jax.device_count()
-    _check_training(report)
-    _check_sweep(report)
-    _check_top_k(report)
+    _check_training(report, set(sys.argv[1].split(",")))
+    if sys.argv[2:] != ["training-only"]:
+        _check_sweep(report)
+        _check_top_k(report)
     print(json.dumps(report))
 
 

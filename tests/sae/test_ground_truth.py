@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from jinterp.sae import architectures, synthetic
 from jinterp.sae.ground_truth import ARCHITECTURES, PROBLEMS, configs, solve
@@ -24,11 +25,19 @@ PROBLEM = PROBLEMS["test"]
 FLOOR = 0.9  # issue 5's target, for every architecture
 
 
-def test_every_architecture_recovers_planted_features():
-    """One test for all seven: they train in one compiled sweep."""
+# `make test` trains three architectures (TopK selection, JumpReLU's straight-through threshold
+# and Gated's two paths: the two most sensitive to a broken recipe, see above, and the top-k
+# family); the other four are `full`. Each group trains in one compiled sweep.
+DEFAULT = ("topk", "jumprelu", "gated")
+GROUPS = [DEFAULT, pytest.param(tuple(a for a in ARCHITECTURES if a not in DEFAULT),
+                                marks=pytest.mark.full, id="others")]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=lambda g: "-".join(g))
+def test_every_architecture_recovers_planted_features(group):
     assert PROBLEM.data.n_features > PROBLEM.data.d  # superposition, not just a basis
-    results, _ = solve(PROBLEM, seed=0)
-    assert tuple(results) == ARCHITECTURES
+    results, _ = solve(PROBLEM, seed=0, only=group)
+    assert tuple(results) == group
     print({name: round(r.recovery, 3) for name, r in results.items()})
     failures = {name: (round(r.recovery, 3), round(r.l0, 2), round(r.fvu, 3))
                 for name, r in results.items()
