@@ -83,8 +83,6 @@ def side_jinterp(args) -> dict:
 
 
 def side_hf(args) -> dict:
-    import resource
-
     import torch
     import transformers
 
@@ -116,7 +114,9 @@ def side_hf(args) -> dict:
             out[f"{case}_batch{batch}"] = {
                 **timing, "tokens_per_s": batch * args.new / timing["median_s"],
                 "new_tokens": result[:, args.prompt:].numpy().tolist()}
-    out["process_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM: this process's own peak (ru_maxrss survives exec: it would report the parent's)
+    status = open("/proc/self/status").read().split("VmHWM:")[1]
+    out["process_peak_rss_mb"] = int(status.split()[0]) / 1024
     out["torch_threads"] = torch.get_num_threads()
     out["torch"] = torch.__version__
     return out

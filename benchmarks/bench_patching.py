@@ -246,7 +246,9 @@ for label, model_name, fn in cases:
     entry["load_after"] = os.getloadavg()[0]
     out[label] = entry
     print(label, entry, file=sys.stderr)
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: its own peak (ru_maxrss survives exec: it would report the parent's)
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+out["peak_rss_mb"] = int(status.split()[0]) / 1024
 out["load_after"] = os.getloadavg()[0]
 print(json.dumps(out))
 """

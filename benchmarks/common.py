@@ -43,8 +43,14 @@ def xla_memory(compiled) -> dict:
 
 
 def process_peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux: ru_maxrss is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far: Linux's ``VmHWM``, which restarts at exec
+    (``ru_maxrss`` survives exec, so a subprocess started from a big parent reports the
+    parent's peak); ``ru_maxrss`` (KiB) elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            return int(next(l for l in f if l.startswith("VmHWM:")).split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def machine() -> dict:
