@@ -118,12 +118,18 @@ def evaluate(model: HookedModel, params, cfg: SAEConfig, sae_params: dict, hook_
     mean_act = functools.reduce(jnp.add, sums) / max(count, 1)
     mean_rows = _rows(mean_act[None, None], head)[0, 0].astype(jnp.float32)
 
-    sums: dict[str, Array] = {}
-    for toks, keep in zip(batches, masks):
-        out = _eval_batch(model, name, cfg, head, bool(exclude_ids), params, dict(sae_params),
-                          jnp.asarray(toks), jnp.asarray(keep), mean_act[None, None], mean_rows)
-        sums = out if not sums else jax.tree.map(lambda a, b: a + b if a.dtype != bool
-                                                 else a | b, sums, out)
+    outs = [_eval_batch(model, name, cfg, head, bool(exclude_ids), params, dict(sae_params),
+                        jnp.asarray(toks), jnp.asarray(keep), mean_act[None, None], mean_rows)
+            for toks, keep in zip(batches, masks)]
+    return summarize(outs, masks)
+
+
+def summarize(outs: list[dict[str, Array]], masks: list[np.ndarray]) -> dict:
+    """The evaluation dict from per-batch sums (``ce_*``, ``kl``, ``kl_zero``, ``l0``,
+    ``sq_err``, ``var`` and the ``fired`` mask), shared by SAEs, transcoders and crosscoders:
+    CE over every kept position but the last of each sequence, the rest per kept token."""
+    sums = functools.reduce(lambda x, y: jax.tree.map(
+        lambda a, b: a | b if a.dtype == bool else a + b, x, y), outs)
     n_ce = sum(int(k[:, :-1].sum()) for k in masks)
     n_tok = sum(int(k.sum()) for k in masks)
     fired = sums.pop("fired")

@@ -25,7 +25,7 @@ from jinterp.names import split_name
 from jinterp.run import run_with_cache, run_with_hooks, validate_tokens
 from jinterp.sae.architectures import encode, reconstruct
 from jinterp.sae.config import SAEConfig
-from jinterp.sae.evaluate import _act_sum, _masked_mean, _shape, _token_losses
+from jinterp.sae.evaluate import _act_sum, _shape, _token_losses, summarize
 from jinterp.sae.store import token_mask
 from jinterp.sae.transcoder_splice import splice_transcoder
 
@@ -82,34 +82,10 @@ def evaluate_transcoder(model: HookedModel, params, cfg: SAEConfig, tc_params: d
     count = sum(int(k.sum()) for k in masks)
     mean_out = functools.reduce(jnp.add, sums) / max(count, 1)  # [d_target]
 
-    total: dict[str, Array] = {}
-    for toks, keep in zip(batches, masks):
-        out = _eval_batch(model, hook_in, hook_out, cfg, bool(exclude_ids), params,
-                          dict(tc_params), jnp.asarray(toks), jnp.asarray(keep), mean_out)
-        total = out if not total else jax.tree.map(
-            lambda a, b: a | b if a.dtype == bool else a + b, total, out)
-    n_ce = sum(int(k[:, :-1].sum()) for k in masks)
-    fired = total.pop("fired")
-    host = {k: float(v) for k, v in jax.device_get(total).items()}
-    ce = {k: _masked_mean(host[f"ce_{k}"], n_ce) for k in ("clean", "spliced", "zero", "mean")}
-    fvu = host["sq_err"] / max(host["var"], 1e-30)
-    return {
-        "ce_loss_clean": ce["clean"],
-        "ce_loss_spliced": ce["spliced"],
-        "ce_loss_zero_ablation": ce["zero"],
-        "ce_loss_mean_ablation": ce["mean"],
-        "ce_loss_recovered": (ce["zero"] - ce["spliced"]) / (ce["zero"] - ce["clean"]),
-        "ce_loss_recovered_mean_ablation": (ce["mean"] - ce["spliced"]) / (ce["mean"]
-                                                                           - ce["clean"]),
-        "kl_div": _masked_mean(host["kl"], count),
-        "kl_div_zero_ablation": _masked_mean(host["kl_zero"], count),
-        "l0": _masked_mean(host["l0"], count),
-        "fvu": fvu,
-        "explained_variance": 1.0 - fvu,
-        "mse": _masked_mean(host["sq_err"], count),
-        "dead_fraction": float(1.0 - jnp.mean(fired)),
-        "n_tokens": count,
-    }
+    outs = [_eval_batch(model, hook_in, hook_out, cfg, bool(exclude_ids), params,
+                        dict(tc_params), jnp.asarray(toks), jnp.asarray(keep), mean_out)
+            for toks, keep in zip(batches, masks)]
+    return summarize(outs, masks)
 
 
 def _rows(act: Array) -> Float[Array, "batch pos d"]:
