@@ -98,6 +98,12 @@ def evaluate(model: HookedModel, params, cfg: SAEConfig, sae_params: dict, hook_
     Returns:
         A dict of floats; see the module docstring for each entry.
     """
+    if cfg.is_transcoder or cfg.is_crosscoder:
+        kind, fn = (("a transcoder", "evaluate_transcoder(model, params, cfg, p, hook_in, "
+                     "hook_out, tokens)") if cfg.is_transcoder else
+                    ("a crosscoder", "evaluate_crosscoder(model, params, cfg, p, blocks, tokens)"))
+        raise ValueError(f"evaluate() scores an SAE spliced at one hook; this is {kind}: use "
+                         f"jinterp.sae.{fn}.")
     spec = as_hook_spec(hook_name)
     name, head = spec.name, spec.head if head is None else head
     tokens = np.asarray(tokens)

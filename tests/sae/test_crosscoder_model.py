@@ -97,6 +97,11 @@ def test_crosscoder_bad_input_names_the_fix(tmp_path):
     with pytest.raises(ValueError, match="use jinterp.sae.crosscoder_patches"):
         sae.splice(cfg, p)
     toks = np.ones((2, 4), np.int32)
+    with pytest.raises(ValueError, match="this is a crosscoder: use jinterp.sae.evaluate_cross"):
+        sae.evaluate(model, params, cfg, p, HOOKS[0], toks)
+    tc = sae.SAEConfig("relu", d_in=32, d_sae=8, d_out=32)
+    with pytest.raises(ValueError, match="this is a transcoder: use jinterp.sae.evaluate_trans"):
+        sae.evaluate(model, params, tc, sae.init(tc, jax.random.key(0)), HOOKS[0], toks)
     with pytest.raises(ValueError, match="n_blocks=2, got 3 blocks"):
         sae.evaluate_crosscoder(model, params, cfg, p, HOOKS, toks)
     with pytest.raises(ValueError, match=r"block 1 \('blocks.0.mlp.hook_post'\) has rows of "
