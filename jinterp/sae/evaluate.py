@@ -130,6 +130,20 @@ def evaluate(model: HookedModel, params, cfg: SAEConfig, sae_params: dict, hook_
     return summarize(outs, masks)
 
 
+def run_sums(runs: dict[str, Array], toks: Int[Array, "batch pos"],
+             keep: Bool[Array, "batch pos"]) -> dict[str, Array]:
+    """Per-batch sums of the next-token CE of each run (``clean``, ``spliced``, ``zero``,
+    ``mean``) and the KL from ``clean`` of the spliced and zero-ablated runs, over kept
+    positions: what :func:`summarize` turns into means."""
+    sums = {}
+    for key, logits in runs.items():
+        ce, kl = _token_losses(logits, toks, runs["clean"])
+        sums[f"ce_{key}"] = jnp.sum(jnp.where(keep[:, :-1], ce, 0.0))
+        if key in ("spliced", "zero"):
+            sums["kl" if key == "spliced" else "kl_zero"] = jnp.sum(jnp.where(keep, kl, 0.0))
+    return sums
+
+
 def summarize(outs: list[dict[str, Array]], masks: list[np.ndarray]) -> dict:
     """The evaluation dict from per-batch sums (``ce_*``, ``kl``, ``kl_zero``, ``l0``,
     ``sq_err``, ``var`` and the ``fired`` mask), shared by SAEs, transcoders and crosscoders:
@@ -175,12 +189,7 @@ def _eval_batch(model: HookedModel, name: str, cfg: SAEConfig, head: int | None,
             "zero": run_with_hooks(model, params, toks, {name: ZeroAblate(head=head)}),
             "mean": run_with_hooks(model, params, toks, {name: MeanAblate(mean=mean_act,
                                                                           head=head)})}
-    sums = {}
-    for key, logits in runs.items():
-        ce, kl = _token_losses(logits, toks, clean)
-        sums[f"ce_{key}"] = jnp.sum(jnp.where(keep[:, :-1], ce, 0.0))
-        if key in ("spliced", "zero"):
-            sums["kl" if key == "spliced" else "kl_zero"] = jnp.sum(jnp.where(keep, kl, 0.0))
+    sums = run_sums(runs, toks, keep)
     x = _rows(cache[name], head).astype(jnp.float32)
     return {**sums, **_sae_stats(cfg, sae_params, x, keep, mean_rows)}
 

@@ -25,7 +25,7 @@ from jinterp.names import split_name
 from jinterp.run import run_with_cache, run_with_hooks, validate_tokens
 from jinterp.sae.architectures import encode, reconstruct
 from jinterp.sae.config import SAEConfig
-from jinterp.sae.evaluate import _act_sum, _shape, _token_losses, summarize
+from jinterp.sae.evaluate import _act_sum, _shape, run_sums, summarize
 from jinterp.sae.store import token_mask
 from jinterp.sae.transcoder_splice import splice_transcoder
 
@@ -106,12 +106,7 @@ def _eval_batch(model: HookedModel, hook_in: str, hook_out: str, cfg: SAEConfig,
             "spliced": run_with_hooks(model, params, toks, {hook_out: tc}),
             "zero": run_with_hooks(model, params, toks, {hook_out: ZeroAblate()}),
             "mean": run_with_hooks(model, params, toks, {hook_out: MeanAblate(mean=mean_act)})}
-    sums = {}
-    for key, logits in runs.items():
-        ce, kl = _token_losses(logits, toks, clean)
-        sums[f"ce_{key}"] = jnp.sum(jnp.where(keep[:, :-1], ce, 0.0))
-        if key in ("spliced", "zero"):
-            sums["kl" if key == "spliced" else "kl_zero"] = jnp.sum(jnp.where(keep, kl, 0.0))
+    sums = run_sums(runs, toks, keep)
     x = _rows(cache[hook_in]).astype(jnp.float32)
     y = _rows(cache[hook_out]).astype(jnp.float32)
     f = encode(cfg, tc_params, x)
