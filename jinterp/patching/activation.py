@@ -74,7 +74,8 @@ def site_activations(model: HookedModel, site: Site, cache: Mapping, batch: int 
 def act_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
               patching_metric: MetricFn, site: str | Site, *, chunk_size: int | None = None,
               devices: Sequence | None = None,
-              suffix_buckets: int | None = DEFAULT_BUCKETS) -> Float[Array, "..."]:
+              suffix_buckets: int | None = DEFAULT_BUCKETS,
+              attention_mask=None) -> Float[Array, "..."]:
     """Patches each node of ``site`` from ``clean_cache`` into the corrupted run.
 
     Args:
@@ -88,6 +89,10 @@ def act_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping
         devices: devices to shard the patches over (default: all).
         suffix_buckets: suffix lengths compiled per layer: each patch recomputes only the
             positions it can change (:mod:`jinterp.patching.suffix`); None: every position.
+        attention_mask: ``[batch, pos]`` padding mask of the corrupted prompts (1 real, 0 pad;
+            left or right), for prompts of different lengths in one batch; compute
+            ``clean_cache`` with the clean prompts' mask (see
+            :func:`jinterp.patching.sweep.run_sweep`).
 
     Returns:
         ``[layer, *node_axes]`` (TransformerLens's shape for the same sweep), float32.
@@ -96,7 +101,8 @@ def act_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping
     batch, n_pos = check_tokens(corrupted_tokens)
     sources = site_activations(model, site, clean_cache, batch, n_pos, "clean_cache")
     return run_sweep(model, params, corrupted_tokens, site, sources, patching_metric,
-                     chunk_size=chunk_size, devices=devices, suffix_buckets=suffix_buckets)
+                     chunk_size=chunk_size, devices=devices, suffix_buckets=suffix_buckets,
+                     attention_mask=attention_mask)
 
 
 def _define(site_name: str):
@@ -107,9 +113,11 @@ def _define(site_name: str):
     def sweep(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
               patching_metric: MetricFn, *, chunk_size: int | None = None,
               devices: Sequence | None = None,
-              suffix_buckets: int | None = DEFAULT_BUCKETS) -> Float[Array, "..."]:
+              suffix_buckets: int | None = DEFAULT_BUCKETS,
+              attention_mask=None) -> Float[Array, "..."]:
         return act_patch(model, params, corrupted_tokens, clean_cache, patching_metric, site,
-                         chunk_size=chunk_size, devices=devices, suffix_buckets=suffix_buckets)
+                         chunk_size=chunk_size, devices=devices, suffix_buckets=suffix_buckets,
+                         attention_mask=attention_mask)
 
     sweep.__name__ = sweep.__qualname__ = f"get_act_patch_{site_name}"
     sweep.__doc__ = (f"Patches ``{site.point}`` from ``clean_cache`` into the corrupted run, one "
@@ -121,9 +129,10 @@ def _define(site_name: str):
 def _define_every(every: str, shape: str):
     def sweep(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
               patching_metric: MetricFn, *, chunk_size: int | None = None,
-              devices: Sequence | None = None) -> Float[Array, "..."]:
+              devices: Sequence | None = None, attention_mask=None) -> Float[Array, "..."]:
         results = [act_patch(model, params, corrupted_tokens, clean_cache, patching_metric, name,
-                             chunk_size=chunk_size, devices=devices) for name in EVERY[every]]
+                             chunk_size=chunk_size, devices=devices,
+                             attention_mask=attention_mask) for name in EVERY[every]]
         return stack_every(model, every, results)
 
     sweep.__name__ = sweep.__qualname__ = f"get_act_patch_{every}"

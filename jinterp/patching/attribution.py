@@ -124,7 +124,7 @@ def _resid_grads_one_query(params, tokens, metric_leaves, *, model, plan, metric
         resid = resid + delta[-1]  # the last block's input
         # start=0: every key is this call's own, so the unpatched run's fields go unread.
         stub = suffix.Unpatched(resid[None], jnp.zeros_like(resid), (kv.astype(resid.dtype),) * 2,
-                                positions)
+                                positions, jnp.ones(positions.shape, bool))
         out = suffix.last_block_at(model, params, stub, resid, 0, query, {}, {})
         stack = [acts["hook_resid_pre"], resid[None]] if n_layers > 1 else [resid[None]]
         return selected_metric(model, params, out, metric), jnp.concatenate(stack)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax import lax
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from jinterp.loop import KV_OUT, run_model
 from jinterp.model import AttnContext, HookedModel
@@ -74,29 +74,43 @@ class Unpatched:
         final: the residual after the last block ``[batch, pos, d_model]``.
         kv: each layer's keys (after RoPE) and values, ``[layer, batch, pos, n_kv_heads,
             d_head]`` each, as the port's attention caches them.
-        positions: ``[batch, pos]`` position of each slot (``0 .. n-1``).
+        positions: ``[batch, pos]`` position of each slot (``0 .. n-1``; with padding the
+            count of real tokens before it, :meth:`AttnContext.from_mask`).
+        valid: ``[batch, pos]`` which slots hold real tokens (all True without a mask).
     """
 
     resid: Float[Array, "layer batch pos d_model"]
     final: Float[Array, "batch pos d_model"]
     kv: tuple
     positions: Int[Array, "batch pos"]
+    valid: Bool[Array, "batch pos"]
 
-    def context(self, offset) -> AttnContext:
-        """The context of a call whose first query sits at slot ``offset``."""
-        valid = jnp.ones(self.positions.shape, bool)
-        return AttnContext(self.positions, valid, offset, kv=self.kv)
+    def context(self, offset, kv=None) -> AttnContext:
+        """The context of a call whose first query sits at slot ``offset`` (keys and values of
+        the other slots from ``kv``, default the unpatched run's)."""
+        return AttnContext(self.positions, self.valid, offset,
+                           kv=self.kv if kv is None else kv)
 
 
-def unpatched_run(model: HookedModel, params, tokens: Int[Array, "batch pos"]) -> Unpatched:
-    """One forward of ``tokens`` keeping each layer's residual, keys and values."""
+def unpatched_run(model: HookedModel, params, tokens: Int[Array, "batch pos"],
+                  attention_mask: Array | None = None) -> Unpatched:
+    """One forward of ``tokens`` keeping each layer's residual, keys and values.
+
+    With ``attention_mask`` (1 real, 0 pad; left or right padding) the run is the padded
+    forward of :func:`jinterp.run_with_cache`, and every patched suffix attends with the
+    same mask (pads are never attended to, positions count real tokens).
+    """
     batch, n_pos = tokens.shape
-    positions = jnp.broadcast_to(jnp.arange(n_pos, dtype=jnp.int32), (batch, n_pos))
-    ctx = AttnContext(positions, jnp.ones((batch, n_pos), bool), return_kv=True)
+    if attention_mask is None:
+        positions = jnp.broadcast_to(jnp.arange(n_pos, dtype=jnp.int32), (batch, n_pos))
+        ctx = AttnContext(positions, jnp.ones((batch, n_pos), bool), return_kv=True)
+    else:
+        ctx = AttnContext.from_mask(attention_mask, return_kv=True)
     names = [block_name(layer, "hook_resid_pre") for layer in range(model.n_layers)]
     prep = prepare(model, params, tokens, names, None, None, model.n_layers)
     final, _, stacked = run_model(model, prep.plan, params, prep.inputs, {}, [], ctx=ctx)
-    return Unpatched(stacked["hook_resid_pre"], final, tuple(stacked[KV_OUT]), positions)
+    return Unpatched(stacked["hook_resid_pre"], final, tuple(stacked[KV_OUT]), ctx.positions,
+                     ctx.valid)
 
 
 def run_span(model: HookedModel, params, resid: Float[Array, "batch m d_model"], hooks,
@@ -239,7 +253,7 @@ def last_block_at(model: HookedModel, params, run: Unpatched,
                                                                 axis=1), model.n_layers)
                for cached, new in zip(run.kv, stacked[KV_OUT]))  # layer batch pos kv d_head
     here = lax.dynamic_slice_in_dim(resid, query - start, 1, axis=1)  # batch 1 d_model
-    ctx = AttnContext(run.positions, jnp.ones(run.positions.shape, bool), query, kv=kv)
+    ctx = run.context(query, kv)
     out = run_span(model, params, here, query_hooks, last, last + 1, ctx)
     unchanged = lax.dynamic_slice_in_dim(run.final, query, 1, axis=1)
     return jnp.where(query >= start, out, unchanged)

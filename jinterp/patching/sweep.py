@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Int
 
 from jinterp import readout
 from jinterp.hooks import Hooks
@@ -48,7 +48,7 @@ from jinterp.model import HookedModel
 from jinterp.patching import suffix
 from jinterp.patching.sites import Site
 from jinterp.plan import split_leaves
-from jinterp.run import run_with_cache, run_with_hooks
+from jinterp.run import run_with_cache, run_with_hooks, validate_attention_mask
 
 MetricFn = Callable[[Float[Array, "batch pos d_vocab"]], Float[Array, ""]]
 
@@ -146,20 +146,22 @@ def _readable(model: HookedModel) -> bool:
 
 
 def patched_metric(model: HookedModel, params, resid: Float[Array, "batch pos d_model"],
-                   hooks: Hooks, start_at_layer: int, metric: MetricFn) -> Float[Array, ""]:
+                   hooks: Hooks, start_at_layer: int, metric: MetricFn,
+                   attention_mask: ArrayLike | None = None) -> Float[Array, ""]:
     """The metric of a run from ``resid`` at ``start_at_layer`` with ``hooks``.
 
     A :class:`~jinterp.metrics.Metric` with positions gets the logits of those positions only
     (the run stops at the final residual, which is unembedded at ``metric.pos``).
     """
     final = run_with_hooks(model, params, resid, hooks, start_at_layer=start_at_layer,
-                           stop_at_layer=model.n_layers)
+                           stop_at_layer=model.n_layers, attention_mask=attention_mask)
     return final_metric(model, params, final, metric)
 
 
-def corrupted_resid(model: HookedModel, params, tokens) -> Float[Array, "layer batch pos d_model"]:
+def corrupted_resid(model: HookedModel, params, tokens, attention_mask: ArrayLike | None = None
+                    ) -> Float[Array, "layer batch pos d_model"]:
     """``hook_resid_pre`` of every layer of the unpatched run: where each patch starts."""
-    _, cache = run_with_cache(model, params, tokens,
+    _, cache = run_with_cache(model, params, tokens, attention_mask=attention_mask,
                               names=lambda name: name.endswith(".hook_resid_pre"))
     return cache.stack("hook_resid_pre")
 
@@ -194,14 +196,14 @@ def _chunked(one, node_arrays: Sequence[np.ndarray], chunk: int | None, n_dev: i
     return values.reshape(-1)[:n].astype(jnp.float32)
 
 
-def _layer_sweep(params, resid, source, metric, *, model, site, layer, n_nodes, chunk, n_dev,
-                 mesh):
+def _layer_sweep(params, resid, source, metric, mask, *, model, site, layer, n_nodes, chunk,
+                 n_dev, mesh):
     """The metric of every node of ``site`` at ``layer`` patched, from ``resid`` at ``layer``."""
     n_pos = resid.shape[1]
 
     def one(index):
         hooks = {site.hook_name(layer): site.node_patch(model, n_pos, index, source)}
-        return patched_metric(model, params, resid, hooks, layer, metric)
+        return patched_metric(model, params, resid, hooks, layer, metric, mask)
 
     return _chunked(one, [np.arange(n_nodes, dtype=np.int32)], chunk, n_dev, mesh)
 
@@ -230,16 +232,17 @@ def _layer_sweep_suffix(params, run, source, metric, *, model, site, layer, n_no
 
 @functools.partial(jax.jit, static_argnames=("model", "site", "n_nodes", "chunk", "n_dev",
                                              "metric_static", "mesh", "n_buckets"))
-def _sweep(params, tokens, sources, metric_leaves, *, model, site, n_nodes, chunk, n_dev,
+def _sweep(params, tokens, sources, metric_leaves, mask, *, model, site, n_nodes, chunk, n_dev,
            metric_static, mesh, n_buckets):
     metric = _rebuild(metric_static, metric_leaves)
     common = dict(model=model, site=site, n_nodes=n_nodes, chunk=chunk, n_dev=n_dev, mesh=mesh)
     if n_buckets is None:
-        resid = corrupted_resid(model, params, tokens)
-        rows = [_layer_sweep(params, resid[layer], sources[layer], metric, layer=layer, **common)
+        resid = corrupted_resid(model, params, tokens, mask)
+        rows = [_layer_sweep(params, resid[layer], sources[layer], metric, mask, layer=layer,
+                             **common)
                 for layer in range(model.n_layers)]
     else:
-        run = suffix.unpatched_run(model, params, tokens)
+        run = suffix.unpatched_run(model, params, tokens, mask)
         rows = [_layer_sweep_suffix(params, run, sources[layer], metric, layer=layer,
                                     n_buckets=n_buckets, **common)
                 for layer in range(model.n_layers)]
@@ -261,11 +264,13 @@ def check_buckets(n_buckets: int | None) -> None:
                          "compiled (an int >= 1), or None to recompute every position.")
 
 
-def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices, n_buckets):
+def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices, n_buckets,
+             attention_mask):
     check_chunk_size(chunk_size)
     check_buckets(n_buckets)
     batch, n_pos = np.shape(tokens)
     check_metric(model, metric, batch, n_pos)
+    mask = validate_attention_mask(model, attention_mask, np.asarray(tokens))
     n_nodes = site.n_nodes(model, n_pos)
     mesh = _mesh(devices)
     sources = list(sources)
@@ -273,8 +278,8 @@ def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices, 
     if mesh is not None:
         n_dev = mesh.devices.size
         replicated = NamedSharding(mesh, PartitionSpec())
-        params, tokens, sources = jax.device_put((params, jnp.asarray(tokens), sources),
-                                                 replicated)
+        params, tokens, sources, mask = jax.device_put(
+            (params, jnp.asarray(tokens), sources, mask), replicated)
     if not suffix.supported(model):
         n_buckets = None
     leaves, static, treedef = split_leaves(metric)
@@ -282,13 +287,14 @@ def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices, 
                        chunk=None if chunk_size is None else int(chunk_size), n_dev=n_dev,
                        metric_static=(treedef, static), mesh=mesh,
                        n_buckets=None if n_buckets is None else int(n_buckets))
-    return (params, tokens, sources, leaves), static_args
+    return (params, tokens, sources, leaves, mask), static_args
 
 
 def run_sweep(model: HookedModel, params, tokens, site: Site,
               sources: Sequence[Float[Array, "..."]], metric: MetricFn, *,
               chunk_size: int | None = None, devices: Sequence | None = None,
-              suffix_buckets: int | None = DEFAULT_BUCKETS) -> Float[Array, "..."]:
+              suffix_buckets: int | None = DEFAULT_BUCKETS,
+              attention_mask: ArrayLike | None = None) -> Float[Array, "..."]:
     """Patches every node of ``site`` at every layer into the run on ``tokens``, one at a time.
 
     Args:
@@ -307,12 +313,18 @@ def run_sweep(model: HookedModel, params, tokens, site: Site,
             bucket's first position on (:mod:`jinterp.patching.suffix`); this many suffix
             lengths are compiled per layer. None: every position from the node's layer on (also
             what ports without an attention context get).
+        attention_mask: ``[batch, pos]`` 1 for real tokens, 0 for padding (left or right), for
+            prompts of different lengths in one batch: every patched run attends as
+            :func:`jinterp.run_with_cache` with this mask does (pads are never attended to,
+            positions count real tokens). Nodes at pad positions are patched too (their
+            values are the pads' own); the metric reads the slots it names, so with right
+            padding give each row's last real slot (left padding keeps it at ``-1``).
 
     Returns:
         ``site.result_shape(model, n_pos)``: the metric of each patched run (float32).
     """
     args, static_args = _prepare(model, params, tokens, site, sources, metric, chunk_size,
-                                 devices, suffix_buckets)
+                                 devices, suffix_buckets, attention_mask)
     rows = _sweep(*args, **static_args)
     return rows.reshape(site.result_shape(model, np.shape(tokens)[1]))
 
@@ -320,8 +332,9 @@ def run_sweep(model: HookedModel, params, tokens, site: Site,
 def lower_sweep(model: HookedModel, params, tokens, site: Site,
                 sources: Sequence[Float[Array, "..."]], metric: MetricFn, *,
                 chunk_size: int | None = None, devices: Sequence | None = None,
-                suffix_buckets: int | None = DEFAULT_BUCKETS) -> jax.stages.Lowered:
+                suffix_buckets: int | None = DEFAULT_BUCKETS,
+                attention_mask: ArrayLike | None = None) -> jax.stages.Lowered:
     """The program :func:`run_sweep` runs, for inspection (``.compile()``, memory, HLO)."""
     args, static_args = _prepare(model, params, tokens, site, sources, metric, chunk_size,
-                                 devices, suffix_buckets)
+                                 devices, suffix_buckets, attention_mask)
     return _sweep.lower(*args, **static_args)

@@ -20,16 +20,19 @@ def node_selectors(site, coords) -> dict:
     return {names[a]: int(c) for a, c in zip(site.node_axes, coords) if a in names}
 
 
-def loop_sweep(model, params, tokens, site_name, make_hook, metric) -> np.ndarray:
-    """``metric`` of one patched forward per node; ``make_hook(layer, coords)`` builds its hook."""
+def loop_sweep(model, params, tokens, site_name, make_hook, metric,
+               attention_mask=None) -> np.ndarray:
+    """``metric`` of one patched forward per node; ``make_hook(layer, coords)`` builds its hook
+    (each forward with ``attention_mask``, when given)."""
     site = get_site(site_name)
     shape = site.node_shape(model, np.shape(tokens)[1])
     out = np.zeros((model.n_layers, *shape), np.float32)
     for layer in range(model.n_layers):
         for coords in itertools.product(*map(range, shape)):
             hooks = {site.point: At(layer, make_hook(layer, coords))}  # one compile per site
-            out[(layer, *coords)] = float(metric(jinterp.run_with_hooks(model, params, tokens,
-                                                                        hooks)))
+            logits = jinterp.run_with_hooks(model, params, tokens, hooks,
+                                            attention_mask=attention_mask)
+            out[(layer, *coords)] = float(metric(logits))
     return out
 
 
