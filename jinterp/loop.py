@@ -16,8 +16,9 @@ layer of a deep model costs that one activation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -129,7 +130,7 @@ class _Groups:
 
 def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
                deltas: Mapping[str, jax.Array], unroll: int | bool = 1,
-               ctx: AttnContext | None = None
+               ctx: AttnContext | None = None, per_layer: list | None = None
                ) -> tuple[jax.Array, dict[str, Any]]:
     """Scans ``model.block`` over layers ``plan.start .. plan.stop``.
 
@@ -145,6 +146,11 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
         ctx: the attention context (padding, KV cache), or None for a plain call. Its ``kv``
             (``[layer, ...]``, the layers this call runs) rides the scan as per-layer inputs;
             with ``return_kv`` each block's new ``(k, v)`` comes out as a scan output.
+        per_layer: :func:`split_layers` of this call's layer inputs, made once outside a loop
+            that calls this many times (decoding): the blocks then run as a Python loop over
+            layers, each reading its own weight buffers. A scan over stacked weights slices
+            each layer's weights out per call, which XLA's CPU backend copies (it cannot feed a
+            dot from a dynamic slice): at one token a step that copy doubles the memory traffic.
 
     Returns:
         The residual after the last block run, and the captures stacked per point; with
@@ -153,9 +159,14 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
     """
     axes = model.points
     n_run = plan.stop - plan.start
-    xs = model.layer_inputs(params)
-    if (plan.start, plan.stop) != (0, model.n_layers):
-        xs = jax.tree.map(lambda a: a[plan.start:plan.stop], xs)
+    if per_layer is not None:
+        if len(per_layer) != n_run:
+            raise ValueError(f"per_layer holds {len(per_layer)} layers; this plan runs {n_run}.")
+        xs = jax.tree.map(lambda a: a[None], _restored(per_layer[0]))  # for shapes only
+    else:
+        xs = model.layer_inputs(params)
+        if (plan.start, plan.stop) != (0, model.n_layers):
+            xs = jax.tree.map(lambda a: a[plan.start:plan.stop], xs)
     groups = _Groups(plan, groups_data, axes)
     captured = plan.captured_layers()
     every = {p for p, ls in captured.items() if len(ls) == n_run}  # slot = layer - start
@@ -229,21 +240,86 @@ def run_blocks(model, plan: Plan, params, resid: jax.Array, groups_data: list,
     kv = None if ctx is None else ctx.kv
     if kv is not None and (plan.start, plan.stop) != (0, model.n_layers):
         kv = jax.tree.map(lambda a: a[plan.start:plan.stop], kv)
-    (resid, buffers), kv_new = lax.scan(body, (resid, buffers), (xs, layer_ids, d_every, kv),
-                                        unroll=unroll)
+    if per_layer is None:
+        (resid, buffers), kv_new = lax.scan(body, (resid, buffers),
+                                            (xs, layer_ids, d_every, kv), unroll=unroll)
+    else:
+        carry, kv_steps = (resid, buffers), []
+        for i, x_l in enumerate(per_layer):
+            take = functools.partial(lambda i, a: a[i], i)
+            carry, kv_l = body(carry, (_restored(x_l), plan.start + i, jax.tree.map(take, d_every),
+                                       jax.tree.map(take, kv)))
+            kv_steps.append(kv_l)
+        (resid, buffers) = carry
+        kv_new = None if kv_steps[0] is None else jax.tree.map(lambda *a: jnp.stack(a),
+                                                               *kv_steps)
     if kv_new is not None:
         buffers = {**buffers, KV_OUT: kv_new}
     return resid, buffers
 
 
+class Relaid(NamedTuple):
+    """A weight stored transposed (``stored = transpose(weight, perm)``) for a loop to read."""
+
+    stored: jax.Array
+    perm: tuple[int, ...]
+
+    def restore(self) -> jax.Array:
+        return jnp.transpose(self.stored, np.argsort(self.perm))
+
+
+def _matmul_layout(dims: Mapping[str, int], shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The axis order a per-layer head weight is read fastest in by a one-token matmul.
+
+    ``[heads, d_model, d_head]`` (query, key, value) contracts its middle axis, so a matmul
+    needs ``[d_model, heads * d_head]`` contiguous; ``[heads, d_head, d_model]`` (output)
+    needs ``[d_head, heads, d_model]`` (the order XLA's CPU backend copies it into). Shapes
+    that could be either are left alone (a layout is only a speed, never a value).
+    """
+    heads = {dims.get("n_heads"), dims.get("n_kv_heads")} - {None}
+    d_model, d_head = dims.get("d_model"), dims.get("d_head")
+    if len(shape) != 3 or shape[0] not in heads or d_model == d_head:
+        return None
+    if shape[1:] == (d_model, d_head):
+        return (1, 0, 2)
+    if shape[1:] == (d_head, d_model):
+        return (1, 0, 2)
+    return None
+
+
+def split_layers(model, params, start: int = 0, stop: int | None = None) -> list:
+    """``model.layer_inputs(params)`` as one pytree per layer ``start .. stop - 1``, each leaf
+    its own buffer, head weights stored in the order a one-token matmul reads (see
+    ``run_blocks``'s ``per_layer``)."""
+    xs = model.layer_inputs(params)
+    stop = model.n_layers if stop is None else stop
+    dims = getattr(model, "dims", {})
+
+    def one(a, i):
+        a = a[i]
+        perm = _matmul_layout(dims, tuple(a.shape))
+        if perm is None:
+            return a
+        # the barrier keeps XLA from folding the transpose back into the loop's body
+        return Relaid(lax.optimization_barrier(jnp.transpose(a, perm)), perm)
+
+    return [jax.tree.map(lambda a, i=i: one(a, i), xs) for i in range(start, stop)]
+
+
+def _restored(x_l):
+    return jax.tree.map(lambda a: a.restore() if isinstance(a, Relaid) else a, x_l,
+                        is_leaf=lambda a: isinstance(a, Relaid))
+
+
 def run_model(model, plan: Plan, params, inputs: jax.Array, top_chains: Mapping[str, tuple],
               groups_data: list, deltas: Mapping[str, Any] | None = None, unroll: int | bool = 1,
-              ctx: AttnContext | None = None
+              ctx: AttnContext | None = None, per_layer: list | None = None
               ) -> tuple[jax.Array, dict[str, jax.Array], dict[str, Any]]:
     """One forward as ``plan`` says: ``(logits or residual, top captures, block captures)``.
 
     ``ctx`` (padding, KV cache) goes to ``embed`` and every ``block``; without it the ports
-    are called exactly as before (their three-argument form).
+    are called exactly as before (their three-argument form). ``per_layer``: as
+    :func:`run_blocks`'s.
     """
     deltas = deltas or {"top": {}, "block": {}}
     top = TopHook(plan, model.points, top_chains, deltas["top"])
@@ -255,6 +331,6 @@ def run_model(model, plan: Plan, params, inputs: jax.Array, top_chains: Mapping[
     stacked: dict[str, jax.Array] = {}
     if plan.stop > plan.start:
         resid, stacked = run_blocks(model, plan, params, resid, groups_data, deltas["block"],
-                                    unroll, ctx)
+                                    unroll, ctx, per_layer)
     out = model.unembed(params, resid, top) if plan.to_logits else resid
     return out, top.recorded, stacked

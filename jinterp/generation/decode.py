@@ -44,7 +44,7 @@ from jaxtyping import Array, Bool, Int
 
 from jinterp.generation.sampling import Sampler, make_sampler, sample
 from jinterp.hooks import Hooks
-from jinterp.loop import KV_OUT, TopHook, run_blocks
+from jinterp.loop import KV_OUT, TopHook, run_blocks, split_layers
 from jinterp.model import AttnContext, HookedModel
 from jinterp.plan import Plan
 from jinterp.run import Inputs, prepare, validate_attention_mask
@@ -145,6 +145,7 @@ def decode(state: DecodeState, params, leaves, temperature, top_p, *, prog: Prog
     place)."""
     model, plan = prog.model, prog.decode_plan
     data = _rebuild(prog.decode_hooks, leaves)
+    per_layer = split_layers(model, params)  # once: each step reads these buffers in place
 
     def step(state: DecodeState, _):
         slot = prog.n_prompt + state.step - 1  # where the last new token sits
@@ -152,7 +153,8 @@ def decode(state: DecodeState, params, leaves, temperature, top_p, *, prog: Prog
         top = TopHook(plan, model.points, data["top"], {})
         token_in = lax.dynamic_slice_in_dim(state.tokens, slot, 1, axis=1)  # batch 1
         resid = model.embed(params, token_in, top, ctx)
-        resid, stacked = run_blocks(model, plan, params, resid, data["groups"], {}, 1, ctx)
+        resid, stacked = run_blocks(model, plan, params, resid, data["groups"], {}, 1, ctx,
+                                    per_layer)
         cache = tuple(lax.dynamic_update_slice_in_dim(c, new, slot, axis=2)
                       for c, new in zip(state.cache, stacked[KV_OUT]))
         logits = model.unembed(params, resid, top)[:, 0]  # batch d_vocab
