@@ -124,6 +124,13 @@ class HookedModel(abc.ABC):
     #: Whether ``embed`` and ``block`` take an :class:`AttnContext` (attention masks, KV caches).
     accepts_context: bool = False
 
+    @property
+    def causal(self) -> bool:
+        """Whether a position reads only earlier positions (what suffix recomputation in the
+        patching sweeps and KV-cache decoding rely on). A port that attends both ways (Tracr's
+        compiled programs) overrides it with False."""
+        return True
+
     #: Points computed only when named explicitly (or by a predicate): ``names=None`` skips them.
     #: ``attn.hook_result`` is ``n_heads`` times the residual stream's memory and changes the
     #: attention output einsum, so "cache everything" leaves it out, as TransformerLens does

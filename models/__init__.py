@@ -2,6 +2,8 @@
 
 ``model, params = models.load_pretrained(path)`` or ``models.from_hf(hf_model)``; build a
 random one with ``models.GPT2(models.GPT2Config(...))`` and ``model.init(key)``.
+A Tracr-compiled RASP program becomes a GPT-2 port with
+``model, params, io = models.from_tracr(assembled)``.
 """
 
 from jinterp.models import gpt2_hf as _gpt2_hf
@@ -17,6 +19,7 @@ from jinterp.models.llamalike_hf import params_from_hf as _llamalike_params
 from jinterp.models.loading import Family, from_hf, load_pretrained, register_family
 from jinterp.models.rope import Rope, RopeType
 from jinterp.models.tokenizer import Tokenizer, load_tokenizer
+from jinterp.models.tracr import TracrIO, compile_tracr, from_tracr
 
 register_family("gpt2", Family(lambda hf: GPT2(_gpt2_hf.config_from_hf(hf)),
                                _gpt2_hf.params_from_hf))
@@ -31,4 +34,5 @@ register_family("gemma3", Family(lambda hf: Gemma3(Gemma3Config.from_hf(hf)), _g
 __all__ = ["GPT2", "GPT2Config", "Norm", "Positional", "Activation", "Family", "from_hf",
            "load_pretrained", "register_family", "Llama", "LlamaConfig", "Gemma", "GemmaConfig",
            "Gemma2", "Gemma2Config", "Gemma3", "Gemma3Config", "LlamaLike", "LlamaLikeConfig",
-           "Rope", "RopeType", "Tokenizer", "load_tokenizer"]
+           "Rope", "RopeType", "Tokenizer", "load_tokenizer", "TracrIO", "compile_tracr",
+           "from_tracr"]

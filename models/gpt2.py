@@ -1,7 +1,9 @@
 """GPT-2 as a pure function of ``(params, tokens)``, and the research variants toy studies use.
 
 One frozen config covers GPT-2 small to XL and the small transformers of the toy-model papers
-(attention-only, no LayerNorm, no positional embedding, ReLU, untied unembedding, no biases).
+(attention-only, no LayerNorm, no positional embedding, ReLU, untied unembedding, no biases)
+and Tracr's compiled transformers (:mod:`jinterp.models.tracr`: no LayerNorm, ReLU, attention
+that sees the whole sequence).
 Parameters are an explicit pytree with per-head weights and a leading ``layer`` axis on
 everything inside ``blocks`` (the forward scans over it, so compile time is flat in depth)::
 
@@ -27,6 +29,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jaxtyping import Array, Float, Int
 
 from jinterp.model import AttnContext, HookedModel
@@ -53,6 +56,9 @@ class GPT2Config:
         d_mlp: MLP width; ``None`` makes an attention-only model (no MLP, no ln2).
         attn_scale_by_layer: HF's ``scale_attn_by_inverse_layer_idx`` (scores / (layer + 1)).
         attn_bias / mlp_bias / unembed_bias: which biases exist (GPT-2: True, True, False).
+        causal: each query sees only earlier keys (GPT-2). False lets every position attend to
+            the whole sequence, as Tracr's non-causal compiled programs need (``length``,
+            ``reverse`` and ``sort`` read later tokens); padding is still masked.
     """
 
     n_layers: int = 12
@@ -71,6 +77,7 @@ class GPT2Config:
     unembed_bias: bool = False
     ln_eps: float = 1e-5
     attn_scale_by_layer: bool = False
+    causal: bool = True
     init_range: float = 0.02
     dtype: str | object = "float32"
 
@@ -259,7 +266,7 @@ class GPT2(HookedModel):
         cfg = self.config
         p = layer_inputs["params"]
         n_pos = resid.shape[1]
-        mask = causal_mask(n_pos, n_pos) if ctx is None else ctx.mask(n_pos, NO_WINDOW)
+        mask = self._mask(n_pos, ctx)
         resid_pre = hook("hook_resid_pre", resid)
         attn_in = self._norm(p.get("ln1"), resid_pre, "ln1", hook)
         attn_out = attention(p["attn"], attn_in, hook, scale=layer_inputs["attn_scale"],
@@ -315,6 +322,25 @@ class GPT2(HookedModel):
         config = dataclasses.replace(self.config, tied_embeddings=False,
                                      unembed_bias=bias or self.config.unembed_bias)
         return dataclasses.replace(self, config=config)
+
+    @property
+    def causal(self) -> bool:
+        return self.config.causal
+
+    def _mask(self, n_pos: int, ctx: AttnContext | None):
+        """Where each query may attend: causal (and the context's padding), or, for a
+        non-causal model, every real key and the query itself."""
+        if self.config.causal:
+            return causal_mask(n_pos, n_pos) if ctx is None else ctx.mask(n_pos, NO_WINDOW)
+        if ctx is None:
+            return jnp.ones((n_pos, n_pos), dtype=bool)  # q_pos k_pos
+        if ctx.kv is not None:
+            raise ValueError("A non-causal model (causal=False) cannot decode with a KV cache: "
+                             "earlier positions would need to see the new tokens. Run the "
+                             "whole sequence at once instead.")
+        valid = lax.dynamic_slice_in_dim(ctx.valid, ctx.offset, n_pos, axis=1)  # batch k_pos
+        own = jnp.eye(n_pos, dtype=bool)[None]  # 1 q_pos k_pos
+        return valid[:, None, :] | own  # batch q_pos k_pos
 
     def _norm(self, p: dict | None, x: Float[Array, "batch pos d_model"], name: str, hook):
         if self.config.normalization is Norm.NONE:

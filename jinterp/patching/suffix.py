@@ -54,8 +54,10 @@ _POS_AXES = ("pos", "q_pos")
 
 
 def supported(model: HookedModel) -> bool:
-    """Whether the port takes an attention context (a key/value prefix)."""
-    return bool(getattr(model, "accepts_context", False))
+    """Whether the port takes an attention context (a key/value prefix) and is causal (a
+    position's change reaches only later positions; a non-causal port, such as a Tracr
+    program's, recomputes every position)."""
+    return bool(getattr(model, "accepts_context", False)) and bool(getattr(model, "causal", True))
 
 
 def is_local(site: Site) -> bool:
