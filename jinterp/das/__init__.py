@@ -14,7 +14,7 @@ its variable. Boundless DAS (Wu et al. 2023) learns ``k`` too, with a soft mask 
   :class:`DASResult`; :func:`iia` (interchange-intervention accuracy), :func:`random_basis`.
 - :mod:`jinterp.das.tasks` (two equalities as a causal model) and :mod:`jinterp.das.toy`
   (a toy MLP port, trained in-process or hand-built with a planted variable) for validation;
-  :mod:`jinterp.das.study` draws IIA against the subspace size.
+  ``python -m jinterp.experiments.das`` draws IIA against the subspace size.
 """
 
 from jinterp.das.evaluate import iia, random_basis
