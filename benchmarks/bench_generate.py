@@ -11,7 +11,7 @@ Cases: ``greedy`` and ``steered`` (a vector added to ``blocks.6.hook_resid_post`
 position; HF: a forward hook on block 6). Both sides' tokens are compared (``tokens_match``).
 
 Usage: python benchmarks/bench_generate.py [--repeats 5] [--batches 1 8] [--prompt 32]
-       [--new 64] [--threads N]
+       [--new 64] [--threads N] [--plot docs/img/generation/speed.png]
 """
 
 from __future__ import annotations
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=32)
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--plot", help="also write a bar chart of tokens/s to this PNG path")
     parser.add_argument("--side", choices=["jinterp", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,7 +166,37 @@ def main() -> None:
             result["tokens_match"][case] = ours[case].pop("new_tokens") == theirs[case].pop(
                 "new_tokens")
     result["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
+    if args.plot:
+        result["figure"] = plot(result, args.plot)
     print(json.dumps(result, indent=2))
+
+
+def plot(result: dict, path: str) -> str:
+    """Tokens per second per case, jinterp next to HF, the speed-up written above each pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(result["speedup"])
+    x = np.arange(len(cases))
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ours = [result["jinterp"][c]["tokens_per_s"] for c in cases]
+    theirs = [result["hf"][c]["tokens_per_s"] for c in cases]
+    ax.bar(x - 0.2, ours, 0.4, label="jinterp.generate (jit, KV cache)")
+    ax.bar(x + 0.2, theirs, 0.4, label="HF generate (torch)")
+    for i, case in enumerate(cases):
+        ax.text(i, max(ours[i], theirs[i]) * 1.02, f"{result['speedup'][case]:.2f}x",
+                ha="center", fontsize=8)
+    ax.set_xticks(x, [c.replace("_batch", "\nbatch ") for c in cases])
+    ax.set_ylabel("new tokens / s")
+    ax.set_title(f"GPT-2 small shape, {result['prompt']}-token prompts, {result['new_tokens']} "
+                 "new tokens, greedy (CPU)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
