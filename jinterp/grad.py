@@ -27,16 +27,19 @@ from jinterp.loop import run_model
 from jinterp.model import HookedModel
 from jinterp.names import NameSelector
 from jinterp.plan import split_leaves
-from jinterp.run import _rebuild, make_cache, prepare
+from jinterp.run import _rebuild, context_of, make_cache, prepare, validate_attention_mask
 
 
 @functools.partial(jax.jit, static_argnames=("model", "plan", "hook_static", "metric_static"))
-def _execute(params, inputs, leaves, metric_leaves, *, model, plan, hook_static, metric_static):
+def _execute(params, inputs, leaves, metric_leaves, attention_mask=None, *, model, plan,
+             hook_static, metric_static):
     data = _rebuild(hook_static, leaves)
     metric = _rebuild(metric_static, metric_leaves)
+    ctx = context_of(attention_mask)
 
     def forward(deltas):
-        return run_model(model, plan, params, inputs, data["top"], data["groups"], deltas)
+        return run_model(model, plan, params, inputs, data["top"], data["groups"], deltas,
+                         ctx=ctx)
 
     _, top_shapes, block_shapes = jax.eval_shape(forward, None)
     zeros = {"top": {n: jnp.zeros(s.shape, s.dtype) for n, s in top_shapes.items()},
@@ -59,17 +62,19 @@ def _execute(params, inputs, leaves, metric_leaves, *, model, plan, hook_static,
 
 
 def lower(model: HookedModel, params, tokens, metric: Callable[[Array], Array],
-          names: NameSelector = None, hooks: Hooks = None) -> jax.stages.Lowered:
+          names: NameSelector = None, hooks: Hooks = None,
+          attention_mask=None) -> jax.stages.Lowered:
     """The program :func:`grad_cache` would run, lowered (for compile time, memory, HLO)."""
     prep = prepare(model, params, tokens, names, hooks, None, None)
+    mask = validate_attention_mask(model, attention_mask, prep.inputs)
     metric_leaves, metric_static, metric_treedef = split_leaves(metric)
-    return _execute.lower(params, prep.inputs, prep.leaves, metric_leaves, model=model,
+    return _execute.lower(params, prep.inputs, prep.leaves, metric_leaves, mask, model=model,
                           plan=prep.plan, hook_static=(prep.treedef, prep.static_leaves),
                           metric_static=(metric_treedef, metric_static))
 
 
 def grad_cache(model: HookedModel, params, tokens, metric: Callable[[Array], Array],
-               names: NameSelector = None, hooks: Hooks = None
+               names: NameSelector = None, hooks: Hooks = None, attention_mask=None
                ) -> tuple[Float[Array, ""], ActivationCache, ActivationCache]:
     """The metric, the cache, and ``d metric / d activation`` for every cached name.
 
@@ -84,6 +89,7 @@ def grad_cache(model: HookedModel, params, tokens, metric: Callable[[Array], Arr
             array arguments are dynamic.
         names: as in :func:`jinterp.run_with_cache` (default: every default name).
         hooks: optional hooks applied during the run.
+        attention_mask: ``[batch, pos]`` padding mask, as in :func:`jinterp.run_with_cache`.
 
     Returns:
         ``(value, cache, grads)``; ``grads`` has the same names and shapes as ``cache``.
@@ -91,9 +97,10 @@ def grad_cache(model: HookedModel, params, tokens, metric: Callable[[Array], Arr
     if not callable(metric):
         raise TypeError(f"metric must be a function logits -> scalar, got {type(metric).__name__}.")
     prep = prepare(model, params, tokens, names, hooks, None, None)
+    mask = validate_attention_mask(model, attention_mask, prep.inputs)
     metric_leaves, metric_static, metric_treedef = split_leaves(metric)
     value, top, stacked, g_top, g_stacked = _execute(
-        params, prep.inputs, prep.leaves, metric_leaves, model=model, plan=prep.plan,
+        params, prep.inputs, prep.leaves, metric_leaves, mask, model=model, plan=prep.plan,
         hook_static=(prep.treedef, prep.static_leaves),
         metric_static=(metric_treedef, metric_static))
     cache = make_cache(model, prep.plan, prep.capture, top, stacked)

@@ -44,21 +44,22 @@ def _stacks(cache, points: tuple[str, ...]) -> dict[str, Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("model", "points", "metric_static"))
-def _corrupted(params, tokens, metric_leaves, *, model, points, metric_static):
+def _corrupted(params, tokens, metric_leaves, mask, *, model, points, metric_static):
     metric = _rebuild(metric_static, metric_leaves)
-    value, cache, grads = grad_cache(model, params, tokens, metric, names=_names(model, points))
+    value, cache, grads = grad_cache(model, params, tokens, metric, names=_names(model, points),
+                                     attention_mask=mask)
     return value, _stacks(cache, points), _stacks(grads, points)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "points", "metric_static"))
-def _dropped(params, tokens, metric_leaves, *, model, points, metric_static):
+def _dropped(params, tokens, metric_leaves, mask, *, model, points, metric_static):
     metric = _rebuild(metric_static, metric_leaves)
     cut = [p for p in ("hook_attn_out", "hook_mlp_out") if p in model.block_point_axes]
 
     def one(layer):
         hooks = {p: At(layer, lax.stop_gradient) for p in cut}
         _, _, grads = grad_cache(model, params, tokens, metric, names=_names(model, points),
-                                 hooks=hooks)
+                                 hooks=hooks, attention_mask=mask)
         return _stacks(grads, points)
 
     return jax.vmap(one)(jnp.arange(model.n_layers))
@@ -66,8 +67,8 @@ def _dropped(params, tokens, metric_leaves, *, model, points, metric_static):
 
 @functools.partial(jax.jit, static_argnames=("model", "point", "steps", "chunk",
                                              "metric_static"))
-def _integrated(params, tokens, clean, corrupt, metric_leaves, *, model, point, steps, chunk,
-                metric_static):
+def _integrated(params, tokens, clean, corrupt, metric_leaves, mask, *, model, point, steps,
+                chunk, metric_static):
     metric = _rebuild(metric_static, metric_leaves)
     names = _names(model, (point,))
     alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
@@ -78,7 +79,7 @@ def _integrated(params, tokens, clean, corrupt, metric_leaves, *, model, point, 
         delta = lax.dynamic_index_in_dim(clean, layer, keepdims=False) - base
         values = base + alpha.astype(base.dtype) * delta
         _, _, grads = grad_cache(model, params, tokens, metric, names=names,
-                                 hooks={point: At(layer, Patch(values))})
+                                 hooks={point: At(layer, Patch(values))}, attention_mask=mask)
         return lax.dynamic_index_in_dim(grads.stack(point), layer, keepdims=False)
 
     n = model.n_layers * steps
@@ -86,26 +87,26 @@ def _integrated(params, tokens, clean, corrupt, metric_leaves, *, model, point, 
     return grads.reshape(model.n_layers, steps, *grads.shape[1:]).mean(1)
 
 
-def corrupted_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...]
-                    ) -> tuple[Float[Array, ""], dict[str, Array], dict[str, Array]]:
+def corrupted_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...],
+                    mask=None) -> tuple[Float[Array, ""], dict[str, Array], dict[str, Array]]:
     """``(M(corrupted), {point: activations [layer, ...]}, {point: dM/d activation})``."""
     leaves, static, treedef = split_leaves(metric)
-    return _corrupted(params, tokens, leaves, model=model, points=points,
+    return _corrupted(params, tokens, leaves, mask, model=model, points=points,
                       metric_static=(treedef, static))
 
 
-def grad_drop_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...]
-                    ) -> dict[str, Array]:
+def grad_drop_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...],
+                    mask=None) -> dict[str, Array]:
     """``{point: [dropped layer, layer, ...]}``: gradients with one layer's block dropped."""
     leaves, static, treedef = split_leaves(metric)
-    return _dropped(params, tokens, leaves, model=model, points=points,
+    return _dropped(params, tokens, leaves, mask, model=model, points=points,
                     metric_static=(treedef, static))
 
 
 def integrated_grads(model: HookedModel, params, tokens, metric, point: str,
                      clean: Float[Array, "layer ..."], corrupt: Float[Array, "layer ..."],
-                     steps: int, chunk_size: int | None) -> Float[Array, "layer ..."]:
+                     steps: int, chunk_size: int | None, mask=None) -> Float[Array, "layer ..."]:
     """The gradient at ``point`` averaged along the straight path, layer by layer."""
     leaves, static, treedef = split_leaves(metric)
-    return _integrated(params, tokens, clean, corrupt, leaves, model=model, point=point,
+    return _integrated(params, tokens, clean, corrupt, leaves, mask, model=model, point=point,
                        steps=steps, chunk=chunk_size, metric_static=(treedef, static))

@@ -33,7 +33,7 @@ Pattern = Float[Array, "batch n_heads q_pos k_pos"]
 
 
 def patched_scores(model: HookedModel, params, corrupted_tokens, clean_cache, corrupt_cache,
-                   point: str) -> Float[Array, "layer batch n_heads q_pos k_pos"]:
+                   point: str, mask=None) -> Float[Array, "layer batch n_heads q_pos k_pos"]:
     """Scores with the clean ``point`` (``attn.hook_q`` or ``attn.hook_k``) at every layer,
     every query / key else corrupted: one forward, attention outputs frozen to corrupted."""
     hooks = {}
@@ -44,7 +44,7 @@ def patched_scores(model: HookedModel, params, corrupted_tokens, clean_cache, co
         hooks[out] = Patch(corrupt_cache[out])
     scores = [block_name(layer, "attn.hook_attn_scores") for layer in range(model.n_layers)]
     _, cache = run_with_cache(model, params, corrupted_tokens, names=scores, hooks=hooks,
-                              stop_at_layer=model.n_layers)
+                              stop_at_layer=model.n_layers, attention_mask=mask)
     return cache.stack("attn.hook_attn_scores")
 
 

@@ -53,7 +53,7 @@ from jinterp.patching.attr_qk import patched_scores, qk_estimate
 from jinterp.patching.sites import EVERY, SITES, Site, get_site, stack_every
 from jinterp.patching.sweep import final_metric, query_position, selected_metric
 from jinterp.plan import split_leaves
-from jinterp.run import _rebuild, prepare
+from jinterp.run import _rebuild, context_of, prepare, validate_attention_mask
 
 METHODS = ("atp", "atp*", "ig")
 _QK_POINTS = ("attn.hook_pattern", "attn.hook_attn_scores", "hook_attn_out")
@@ -92,22 +92,23 @@ def _layer_estimates(model: HookedModel, site: Site, clean, acts: Mapping, grads
 
 
 @functools.partial(jax.jit, static_argnames=("model", "plan", "metric_static"))
-def _grads_at_positions(params, tokens, metric_leaves, *, model, plan, metric_static):
+def _grads_at_positions(params, tokens, metric_leaves, mask, *, model, plan, metric_static):
     metric = _rebuild(metric_static, metric_leaves)
+    ctx = context_of(mask)
 
     def value(deltas):
         final, _, acts = run_model(model, plan, params, tokens, {}, [],
-                                   {"top": {}, "block": deltas})
+                                   {"top": {}, "block": deltas}, ctx=ctx)
         return final_metric(model, params, final, metric), acts
 
-    shapes = jax.eval_shape(lambda: run_model(model, plan, params, tokens, {}, [])[2])
+    shapes = jax.eval_shape(lambda: run_model(model, plan, params, tokens, {}, [], ctx=ctx)[2])
     zeros = {p: jnp.zeros(s.shape, s.dtype) for p, s in shapes.items()}
     (result, acts), grads = jax.value_and_grad(value, has_aux=True)(zeros)
     return result, acts, grads
 
 
 @functools.partial(jax.jit, static_argnames=("model", "plan", "metric_static"))
-def _resid_grads_one_query(params, tokens, metric_leaves, *, model, plan, metric_static):
+def _resid_grads_one_query(params, tokens, metric_leaves, mask, *, model, plan, metric_static):
     """``hook_resid_pre`` gradients for a metric of one position: blocks ``0 .. L-2`` as usual,
     the last block at that position only (:func:`jinterp.patching.suffix.last_block_at`)."""
     metric = _rebuild(metric_static, metric_leaves)
@@ -115,28 +116,34 @@ def _resid_grads_one_query(params, tokens, metric_leaves, *, model, plan, metric
     query = query_position(metric, n_pos)
     dims = model.dims
     kv = jnp.zeros((n_layers, batch, n_pos, dims["n_kv_heads"], dims["d_head"]))
-    positions = jnp.broadcast_to(jnp.arange(n_pos, dtype=jnp.int32), (batch, n_pos))
+    ctx = context_of(mask)
+    if ctx is None:
+        positions = jnp.broadcast_to(jnp.arange(n_pos, dtype=jnp.int32), (batch, n_pos))
+        valid = jnp.ones((batch, n_pos), bool)
+    else:
+        positions, valid = ctx.positions, ctx.valid
 
     def value(delta):
         block = {"hook_resid_pre": delta[:-1]} if n_layers > 1 else {}
         resid, _, acts = run_model(model, plan, params, tokens, {}, [],
-                                   {"top": {}, "block": block})
+                                   {"top": {}, "block": block}, ctx=ctx)
         resid = resid + delta[-1]  # the last block's input
         # start=0: every key is this call's own, so the unpatched run's fields go unread.
         stub = suffix.Unpatched(resid[None], jnp.zeros_like(resid), (kv.astype(resid.dtype),) * 2,
-                                positions, jnp.ones(positions.shape, bool))
+                                positions, valid)
         out = suffix.last_block_at(model, params, stub, resid, 0, query, {}, {})
         stack = [acts["hook_resid_pre"], resid[None]] if n_layers > 1 else [resid[None]]
         return selected_metric(model, params, out, metric), jnp.concatenate(stack)
 
     shape = (n_layers, batch, n_pos, model.d_model)
-    dtype = jax.eval_shape(lambda: run_model(model, plan, params, tokens, {}, [])[0]).dtype
+    dtype = jax.eval_shape(lambda: run_model(model, plan, params, tokens, {}, [], ctx=ctx)[0]
+                           ).dtype
     (result, acts), grads = jax.value_and_grad(value, has_aux=True)(jnp.zeros(shape, dtype))
     return result, {"hook_resid_pre": acts}, {"hook_resid_pre": grads}
 
 
-def metric_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...]
-                 ) -> tuple[Float[Array, ""], dict[str, Array], dict[str, Array]]:
+def metric_grads(model: HookedModel, params, tokens, metric, points: tuple[str, ...],
+                 mask=None) -> tuple[Float[Array, ""], dict[str, Array], dict[str, Array]]:
     """``(M(corrupted), {point: activations [layer, ...]}, {point: dM/d activation})``.
 
     A :class:`~jinterp.metrics.Metric` that names its positions gets the sweeps' readout
@@ -148,18 +155,18 @@ def metric_grads(model: HookedModel, params, tokens, metric, points: tuple[str, 
     :func:`~jinterp.patching.attr_grads.corrupted_grads`.
     """
     if not (isinstance(metric, Metric) and metric.pos is not None):
-        return corrupted_grads(model, params, tokens, metric, points)
+        return corrupted_grads(model, params, tokens, metric, points, mask)
     leaves, static, treedef = split_leaves(metric)
     n = model.n_layers
     if (points == ("hook_resid_pre",) and query_position(metric, 1) is not None
             and suffix.supported(model)):
         names = [block_name(layer, points[0]) for layer in range(n - 1)]
         prep = prepare(model, params, tokens, names, None, None, n - 1)
-        return _resid_grads_one_query(params, prep.inputs, leaves, model=model, plan=prep.plan,
-                                      metric_static=(treedef, static))
+        return _resid_grads_one_query(params, prep.inputs, leaves, mask, model=model,
+                                      plan=prep.plan, metric_static=(treedef, static))
     names = [block_name(layer, p) for p in points for layer in range(n)]
     prep = prepare(model, params, tokens, names, None, None, n)
-    return _grads_at_positions(params, prep.inputs, leaves, model=model, plan=prep.plan,
+    return _grads_at_positions(params, prep.inputs, leaves, mask, model=model, plan=prep.plan,
                                metric_static=(treedef, static))
 
 
@@ -169,8 +176,8 @@ def _inside_block(site: Site) -> bool:
 
 def attr_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
                patching_metric: MetricFn, site: str | Site, *, method: str = "atp",
-               steps: int = 16, grad_drop: bool = False, chunk_size: int | None = None
-               ) -> Float[Array, "..."]:
+               steps: int = 16, grad_drop: bool = False, chunk_size: int | None = None,
+               attention_mask=None) -> Float[Array, "..."]:
     """Estimates :func:`~jinterp.patching.activation.act_patch` of ``site`` from gradients.
 
     Args:
@@ -184,6 +191,9 @@ def attr_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mappin
         steps: interpolation steps of ``"ig"``.
         grad_drop: return AtP*'s GradDrop scores (module docstring).
         chunk_size: ``"ig"`` runs vmapped at once (None: all ``layers * steps``).
+        attention_mask: ``[batch, pos]`` padding mask of the corrupted prompts (1 real, 0 pad),
+            as in :func:`~jinterp.patching.activation.act_patch`; every forward and backward
+            attends with it (compute ``clean_cache`` with the clean prompts' mask).
 
     Returns:
         ``[layer, *node_axes]``, as ``get_act_patch_*``: ``M(corrupted) + estimate`` (float32),
@@ -197,22 +207,23 @@ def attr_patch(model: HookedModel, params, corrupted_tokens, clean_cache: Mappin
     clean = clean_stack(model, site, clean_cache, batch, n_pos)
     scalar_metric(model, patching_metric, batch, n_pos)
     tokens = jnp.asarray(corrupted_tokens)
+    mask = validate_attention_mask(model, attention_mask, tokens)
     qk = _uses_qk(site, method)
     points = (site.point,) + (_QK_POINTS if qk else ())
-    base, acts, grads = metric_grads(model, params, tokens, patching_metric, points)
+    base, acts, grads = metric_grads(model, params, tokens, patching_metric, points, mask)
     if method == "ig":
         mean_grads = integrated_grads(model, params, tokens, patching_metric, site.point, clean,
-                                      acts[site.point], steps, chunk_size)
+                                      acts[site.point], steps, chunk_size, mask)
         est = _layer_estimates(model, site, clean, acts, {site.point: mean_grads}, None)
         return (base + est).astype(jnp.float32)
     scores = None
     if qk:
         scores = patched_scores(model, params, tokens, clean_cache,
-                                _by_name(model, acts, "hook_attn_out"), site.point)
+                                _by_name(model, acts, "hook_attn_out"), site.point, mask)
     if not grad_drop:
         est = _layer_estimates(model, site, clean, acts, grads, scores)
         return (base + est).astype(jnp.float32)
-    dropped = grad_drop_grads(model, params, tokens, patching_metric, points)
+    dropped = grad_drop_grads(model, params, tokens, patching_metric, points, mask)
     terms = jnp.stack([jnp.abs(_layer_estimates(model, site, clean, acts,
                                                 {p: g[l] for p, g in dropped.items()}, scores))
                        for l in range(model.n_layers)])
@@ -231,10 +242,11 @@ def _define(site_name: str):
 
     def estimate(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
                  patching_metric: MetricFn, *, method: str = "atp", steps: int = 16,
-                 grad_drop: bool = False, chunk_size: int | None = None) -> Float[Array, "..."]:
+                 grad_drop: bool = False, chunk_size: int | None = None,
+                 attention_mask=None) -> Float[Array, "..."]:
         return attr_patch(model, params, corrupted_tokens, clean_cache, patching_metric, site,
                           method=method, steps=steps, grad_drop=grad_drop,
-                          chunk_size=chunk_size)
+                          chunk_size=chunk_size, attention_mask=attention_mask)
 
     estimate.__name__ = estimate.__qualname__ = f"get_attr_patch_{site_name}"
     estimate.__doc__ = (f"Estimates ``get_act_patch_{site_name}`` (``{site.point}``) from "
@@ -245,10 +257,12 @@ def _define(site_name: str):
 def _define_every(every: str):
     def estimate(model: HookedModel, params, corrupted_tokens, clean_cache: Mapping,
                  patching_metric: MetricFn, *, method: str = "atp", steps: int = 16,
-                 grad_drop: bool = False, chunk_size: int | None = None) -> Float[Array, "..."]:
+                 grad_drop: bool = False, chunk_size: int | None = None,
+                 attention_mask=None) -> Float[Array, "..."]:
         results = [attr_patch(model, params, corrupted_tokens, clean_cache, patching_metric,
                               name, method=method, steps=steps, grad_drop=grad_drop,
-                              chunk_size=chunk_size) for name in EVERY[every]]
+                              chunk_size=chunk_size, attention_mask=attention_mask)
+                   for name in EVERY[every]]
         return stack_every(model, every, results)
 
     estimate.__name__ = estimate.__qualname__ = f"get_attr_patch_{every}"

@@ -92,3 +92,31 @@ def test_attention_mask_of_the_wrong_shape_names_both_shapes():
     with pytest.raises(ValueError, match=r"\[batch, pos\] = \(2, 6\)"):
         patching.get_act_patch_resid_pre(model, params, clean, cache, metric,
                                          attention_mask=mask[:, 1:])
+
+
+@pytest.mark.parametrize("name,site_name,method", [
+    ("gpt2", "resid_pre", "atp"), ("llama", "attn_head_q_by_pos", "atp*"),
+    ("gpt2", "attn_head_out_by_pos", "ig"),
+    pytest.param("llama", "resid_pre", "atp*", marks=pytest.mark.full)])
+def test_attribution_with_left_padding_equals_the_unpadded_prompt(name, site_name, method):
+    """AtP, AtP* (the QK fix) and integrated gradients through the mask: a left-padded prompt's
+    estimates at its real positions equal its unpadded estimates; unmasked they do not."""
+    model, params = family(name)
+    n_real, n_pad = 4, 2
+    clean, corrupted = tokens(1, n_real, 2), tokens(1, n_real, 3)
+    mask = np.concatenate([np.zeros((1, n_pad), np.int32), np.ones((1, n_real), np.int32)], 1)
+    pad = lambda t: np.concatenate([np.full((1, n_pad), 9), t], axis=1)  # noqa: E731
+    metric = metrics.logit_diff(jnp.array([3]), jnp.array([5]))
+
+    def estimate(clean, corrupted, mask):
+        _, cache = jinterp.run_with_cache(model, params, clean, attention_mask=mask)
+        return np.asarray(patching.attr_patch(model, params, corrupted, cache, metric,
+                                              site_name, method=method, steps=4,
+                                              attention_mask=mask))
+
+    plain = estimate(clean, corrupted, None)  # layer pos ...
+    padded_est = estimate(pad(clean), pad(corrupted), mask)
+    assert np.ptp(plain) > 1e-3
+    np.testing.assert_allclose(padded_est[:, n_pad:], plain, atol=2e-5)
+    unmasked = estimate(pad(clean), pad(corrupted), None)
+    assert np.abs(unmasked[:, n_pad:] - plain).max() > 1e-3
