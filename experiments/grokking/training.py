@@ -53,14 +53,20 @@ def make_optimizer(cfg: GrokConfig) -> optax.GradientTransformation:
 
 
 def init_state(cfg: GrokConfig) -> TrainState:
-    """Initial state of every seed in ``cfg.seeds``, stacked on a leading axis."""
+    """Initial state of every seed in ``cfg.seeds``, stacked on a leading axis (one compiled
+    program: run op by op, the vmapped init dispatched ~180 small compiles)."""
+    return _init_state(cfg, jnp.asarray(cfg.seeds, dtype=jnp.uint32))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_state(cfg: GrokConfig, seeds: jax.Array) -> TrainState:
     opt = make_optimizer(cfg)
 
     def one(seed):
         params = init_params(cfg, jax.random.key(seed))
         return {"params": params, "opt_state": opt.init(params), "step": jnp.zeros((), jnp.int32)}
 
-    return jax.vmap(one)(jnp.asarray(cfg.seeds, dtype=jnp.uint32))
+    return jax.vmap(one)(seeds)
 
 
 def device_data(cfg: GrokConfig, data: ModAddData) -> dict[str, jax.Array]:
@@ -106,6 +112,9 @@ def evaluate(params: Params, batch, n_classes: int) -> dict[str, jax.Array]:
                                       n_classes)
         out[f"eval_{which}_loss"], out[f"eval_{which}_acc"] = loss, acc
     return out
+
+
+_evaluate_seeds = jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)), static_argnums=2)
 
 
 def flatten_params(params: Params) -> dict[str, np.ndarray]:
@@ -189,8 +198,7 @@ def train(cfg: GrokConfig, out_dir: str, *, progress: bool = True,
         state = ckpt.restore_or(state)
         start = int(state["step"][0])
         if start == 0:
-            init_eval = jax.vmap(evaluate, in_axes=(0, None, None))(state["params"], batch,
-                                                                    cfg.loss_classes)
+            init_eval = _evaluate_seeds(state["params"], batch, cfg.loss_classes)
             _write_chunk(hist(0), 0, init_eval, state["params"])
         bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
                    desc="grokking")
