@@ -280,10 +280,8 @@ def _matmul_layout(dims: Mapping[str, int], shape: tuple[int, ...]) -> tuple[int
     d_model, d_head = dims.get("d_model"), dims.get("d_head")
     if len(shape) != 3 or shape[0] not in heads or d_model == d_head:
         return None
-    if shape[1:] == (d_model, d_head):
-        return (1, 0, 2)
-    if shape[1:] == (d_head, d_model):
-        return (1, 0, 2)
+    if shape[1:] in ((d_model, d_head), (d_head, d_model)):
+        return (1, 0, 2)  # heads second: [d_model, heads, d_head] / [d_head, heads, d_model]
     return None
 
 
