@@ -134,6 +134,8 @@ def bucket_starts(n_pos: int, n_buckets: int) -> tuple[int, ...]:
 def node_positions(model: HookedModel, site: Site, n_pos: int) -> np.ndarray:
     """The first position each node changes (its position coordinate; 0 without one)."""
     shape = site.node_shape(model, n_pos)
+    if not shape:  # a site without node axes patches the whole point: one node at 0
+        return np.zeros(1, np.int32)
     coords = np.unravel_index(np.arange(int(np.prod(shape))), shape)
     for axis, coord in zip(site.node_axes, coords):
         if axis in _POS_AXES:

@@ -14,10 +14,10 @@ import functools
 import jax
 import numpy as np
 import pytest
-from programs import FULL_PROGRAMS, PROGRAMS, compiled
 
 import jinterp
 from jinterp import models
+from jinterp.experiments.tracr.programs import FULL_PROGRAMS, PROGRAMS, compiled
 
 pytest.importorskip("tracr.compiler.compiling")  # tests/tracr itself would pass as "tracr"
 

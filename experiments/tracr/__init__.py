@@ -1,0 +1,1 @@
+"""Tracr-compiled programs as ground truth: methods scored against known circuits."""
