@@ -56,7 +56,7 @@ def run_methods(out: str, names, *, fast: bool = False) -> dict:
 
     os.makedirs(os.path.join(out, "programs"), exist_ok=True)
     results = {}
-    kw = {"ig_steps": 4, "thresholds": (0.0, 0.01, 0.1)} if fast else {}
+    kw = {"thresholds": (0.0, 0.01, 0.1)} if fast else {}
     for name in tqdm(names, desc="programs"):
         path = os.path.join(out, "programs", f"{name}.json")
         if os.path.exists(path):

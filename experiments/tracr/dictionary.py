@@ -32,8 +32,8 @@ THRESHOLD = 0.9  # a direction counts as recovered when some latent has |cos| ab
 _VARY_TOL = 1e-4
 
 
-def direction_recovery(decoder: Float[Array | np.ndarray, "n_latents _d"],
-                       directions: Float[Array | np.ndarray, "k _d2"], *,
+def direction_recovery(decoder: Float[Array | np.ndarray, "d_sae _"],
+                       directions: Float[Array | np.ndarray, "k _"], *,
                        threshold: float = THRESHOLD) -> dict:
     """Per labelled direction the best ``|cosine|`` over the decoder's rows.
 

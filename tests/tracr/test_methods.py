@@ -71,26 +71,6 @@ def test_make_task_metric_is_zero_corrupted_one_clean_and_rejects_bad_batches():
         make_task(c.model, c.params, c.io, [[1, 1, 1, 1]] * 3)
 
 
-def test_methods_recover_sorts_circuit_above_floors():
-    from jinterp.experiments.tracr.study import score_program
-
-    r = score_program("sort", compiled("sort"), thresholds=(0.0, 0.01, 0.1))
-    eff = r["scores"]["effective"]
-    assert len(r["truth"]["effective"]["nodes"]) == 4 and r["n_nodes"] == 6
-    # activation patching and ACDC find exactly the four nodes that matter
-    for method in ("act_patch", "acdc"):
-        assert eff["nodes"][method] == {"auc": 1.0, "precision": 1.0, "recall": 1.0}, method
-    # AtP ranks perfectly but misses the heads whose effect passes a saturated softmax
-    assert eff["nodes"]["atp"]["auc"] >= 0.9 and eff["nodes"]["atp"]["recall"] <= 0.5
-    # EAP-IG (16 steps, as in the study; 4 steps find 3 of 7) recovers every effective edge
-    # above the 1% cut; plain EAP ranks them first
-    assert eff["edges"]["eap_ig"]["recall"] == 1.0 and eff["edges"]["eap_ig"]["auc"] >= 0.95
-    assert eff["edges"]["eap"]["auc"] >= 0.95
-    assert eff["edges"]["acdc"]["recall"] == 1.0 and eff["edges"]["acdc"]["precision"] >= 0.8
-    # the structural truth has edges (constant 'one', BOS, positions) patching cannot see
-    assert r["scores"]["structural"]["edges"]["eap_ig"]["recall"] < 0.8
-
-
 def test_whole_mlp_node_sweep_equals_a_loop_of_patches():
     """The node-less site the study uses for MLP nodes (every position at once), on a causal
     program (suffix buckets) and a non-causal one, against ``run_with_hooks`` + ``Patch``."""
@@ -112,22 +92,35 @@ def test_whole_mlp_node_sweep_equals_a_loop_of_patches():
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_command_writes_table_figures_and_resumes(tmp_path, capsys):
+def test_command_scores_sort_above_floors_writes_its_files_and_resumes(tmp_path, capsys):
+    """``--fast`` (ACDC at three thresholds, a short SAE) on sort, whose circuit is
+    unambiguous: floors with margin under the full study's scores (the study README)."""
     import json
     import os
 
     from jinterp.experiments.tracr.cli import main
 
-    argv = ["--out", str(tmp_path), "--part", "methods", "--programs", "hist", "--fast"]
+    argv = ["--out", str(tmp_path), "--part", "methods", "--programs", "sort", "--fast"]
     main(argv)
     for name in ("summary.json", "table.md", "methods_auc.png", "edge_roc.png",
-                 "programs/hist.json"):
+                 "programs/sort.json"):
         assert os.path.getsize(tmp_path / name) > 0, name
-    table = (tmp_path / "table.md").read_text()
-    assert "| hist | 2 / 8 (2 / 4) |" in table  # both nodes matter; 4 of 8 edges carry data
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["methods"]["hist"]["scores"]["effective"]["edges"]["acdc"]["recall"] == 1.0
-    before = os.path.getmtime(tmp_path / "programs/hist.json")
+    assert "| sort | 6 / 46 (4 / 7) |" in (tmp_path / "table.md").read_text()
+    r = json.loads((tmp_path / "summary.json").read_text())["methods"]["sort"]
+    eff = r["scores"]["effective"]
+    # activation patching and ACDC find exactly the four nodes that matter
+    for method in ("act_patch", "acdc"):
+        assert eff["nodes"][method] == {"auc": 1.0, "precision": 1.0, "recall": 1.0}, method
+    # AtP ranks perfectly but misses the nodes whose effect passes a saturated softmax
+    assert eff["nodes"]["atp"]["auc"] >= 0.9 and eff["nodes"]["atp"]["recall"] <= 0.5
+    # EAP-IG (16 steps; 4 steps find 3 of 7) recovers every effective edge above the 1% cut;
+    # plain EAP ranks them first
+    assert eff["edges"]["eap_ig"]["recall"] == 1.0 and eff["edges"]["eap_ig"]["auc"] >= 0.95
+    assert eff["edges"]["eap"]["auc"] >= 0.95
+    assert eff["edges"]["acdc"]["recall"] == 1.0 and eff["edges"]["acdc"]["precision"] >= 0.8
+    # the structural truth has edges (constant 'one', BOS, positions) patching cannot see
+    assert r["scores"]["structural"]["edges"]["eap_ig"]["recall"] < 0.8
+    before = os.path.getmtime(tmp_path / "programs/sort.json")
     main(argv)  # a rerun reads the finished program instead of scoring it again
-    assert os.path.getmtime(tmp_path / "programs/hist.json") == before
-    assert "hist" in capsys.readouterr().out
+    assert os.path.getmtime(tmp_path / "programs/sort.json") == before
+    assert "sort" in capsys.readouterr().out
