@@ -41,15 +41,19 @@ def table(results: dict, truth: str = "effective") -> str:
         for lvl, m in cols:
             s = r["scores"][truth][lvl][m]
             row.append(f"{_fmt(s['auc'])} ({_fmt(s['precision'])} / {_fmt(s['recall'])})")
-        dic = r["dictionary"]["original"]
-        row += [f"{_fmt(dic['sae']['mean_max_cos'])} ({_fmt(dic['sae']['random_mean_max_cos'])})",
-                _fmt(dic["probe"]["mean_accuracy"])]
+        dic = r.get("dictionary", {}).get("original")
+        row += ["–", "–"] if dic is None else [
+            f"{_fmt(dic['sae']['mean_max_cos'])} ({_fmt(dic['sae']['random_mean_max_cos'])})",
+            _fmt(dic["probe"]["mean_accuracy"])]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def run_methods(out: str, names, *, fast: bool = False) -> dict:
-    """Scores every method on ``names``; one JSON per program under ``out/programs``."""
+def run_methods(out: str, names, *, fast: bool = False, dictionary: bool = True) -> dict:
+    """Scores every method on ``names``; one JSON per program under ``out/programs``.
+
+    ``dictionary``: also train an SAE and probes on each program's residual (the table's last
+    two columns)."""
     from jinterp.experiments.tracr.plots import plot_auc, plot_edge_roc
     from jinterp.experiments.tracr.study import score_program
     from jinterp.experiments.tracr.study_compressed import original_scores
@@ -64,7 +68,8 @@ def run_methods(out: str, names, *, fast: bool = False) -> dict:
                 results[name] = json.load(f)
             continue
         results[name] = score_program(name, compiled(name), **kw)
-        results[name]["dictionary"] = original_scores(name, sae_steps=200 if fast else 3000)
+        if dictionary:
+            results[name]["dictionary"] = original_scores(name, sae_steps=200 if fast else 3000)
         with open(path + ".tmp", "w") as f:
             json.dump(results[name], f)
         os.replace(path + ".tmp", path)  # a program's file is complete or absent
@@ -86,12 +91,15 @@ def main(argv=None) -> None:
     parser.add_argument("--programs", nargs="+", choices=sorted(PROGRAMS), default=None,
                         help="programs of the methods part (default: all)")
     parser.add_argument("--fast", action="store_true", help="a smoke run (the tests' size)")
+    parser.add_argument("--no-dictionary", action="store_true",
+                        help="methods part: skip the SAE and probes on each residual")
     args = parser.parse_args(argv)
     names = args.programs or (FAST_PROGRAMS if args.fast else tuple(PROGRAMS))
     summary = {}
     if args.part in ("methods", "all"):
         summary["methods"] = {n: {k: v for k, v in r.items() if k not in ("raw", "roc")}
-                              for n, r in run_methods(args.out, names, fast=args.fast).items()}
+                              for n, r in run_methods(args.out, names, fast=args.fast,
+                                         dictionary=not args.no_dictionary).items()}
     if args.part in ("compressed", "all"):
         from jinterp.experiments.tracr.study_compressed import run_compressed
 

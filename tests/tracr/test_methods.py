@@ -92,6 +92,24 @@ def test_whole_mlp_node_sweep_equals_a_loop_of_patches():
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_node_methods_find_frac_prevs_causal_circuit():
+    """A second unambiguous circuit (numerical output, causal attention, suffix buckets): the
+    averaging head and the MLP computing `tokens == 1`, and nothing else, by patching and AtP."""
+    from jinterp.experiments.tracr.ground_truth import ground_truth, varying_directions
+    from jinterp.experiments.tracr.methods import node_scores
+    from jinterp.experiments.tracr.study import task_inputs
+
+    c = compiled("frac_prevs_causal")
+    inputs, task = task_inputs(c)
+    truth = ground_truth(c.model, c.params,
+                         varying_directions(c.model, c.params, c.io, inputs)).node_labels(c.model)
+    assert truth.sum() == 2
+    scores = node_scores(c.model, c.params, task)
+    for method in ("act_patch", "atp"):
+        assert precision_recall(scores[method] >= 0.01, truth) == (1.0, 1.0), method
+        assert roc_auc(scores[method], truth) == 1.0
+
+
 def test_command_scores_sort_above_floors_writes_its_files_and_resumes(tmp_path, capsys):
     """``--fast`` (ACDC at three thresholds, a short SAE) on sort, whose circuit is
     unambiguous: floors with margin under the full study's scores (the study README)."""
@@ -105,7 +123,8 @@ def test_command_scores_sort_above_floors_writes_its_files_and_resumes(tmp_path,
     for name in ("summary.json", "table.md", "methods_auc.png", "edge_roc.png",
                  "programs/sort.json"):
         assert os.path.getsize(tmp_path / name) > 0, name
-    assert "| sort | 6 / 46 (4 / 7) |" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "| sort | 6 / 46 (4 / 7) |" in table and "| 1.00 |" in table  # probes: perfect
     r = json.loads((tmp_path / "summary.json").read_text())["methods"]["sort"]
     eff = r["scores"]["effective"]
     # activation patching and ACDC find exactly the four nodes that matter
@@ -124,3 +143,4 @@ def test_command_scores_sort_above_floors_writes_its_files_and_resumes(tmp_path,
     main(argv)  # a rerun reads the finished program instead of scoring it again
     assert os.path.getmtime(tmp_path / "programs/sort.json") == before
     assert "sort" in capsys.readouterr().out
+
