@@ -18,18 +18,11 @@ from jinterp.experiments.tracr.programs import compiled
 
 pytest.importorskip("tracr.compiler.compiling")
 
+from jinterp.experiments.tracr import dictionary  # noqa: E402
 from jinterp.experiments.tracr.compressed import (  # noqa: E402
     compressed_logits,
     compressed_port,
     train_compression,
-)
-from jinterp.experiments.tracr.dictionary import (  # noqa: E402
-    direction_recovery,
-    probe_recovery,
-    residual_rows,
-    sae_recovery,
-    variable_values,
-    varying,
 )
 
 
@@ -76,35 +69,37 @@ def test_direction_recovery_on_planted_decoders():
     rng = np.random.default_rng(0)
     dirs = np.eye(10)[[0, 2, 3, 7]]
     perm = np.eye(10)[rng.permutation(10)] * rng.choice([-1.0, 1.0], size=(10, 1))
-    r = direction_recovery(perm * 3.0, dirs)
+    r = dictionary.direction_recovery(perm * 3.0, dirs)
     assert r["recovered"] == 1.0 and r["mean_max_cos"] == pytest.approx(1.0)
-    rand = direction_recovery(rng.normal(size=(10, 10)), dirs)
+    rand = dictionary.direction_recovery(rng.normal(size=(10, 10)), dirs)
     assert rand["recovered"] == 0.0 and rand["mean_max_cos"] < 0.7
     with pytest.raises(ValueError, match=r"\(3, 5\).*\(4, 10\)"):
-        direction_recovery(np.ones((3, 5)), dirs)
+        dictionary.direction_recovery(np.ones((3, 5)), dirs)
 
 
 def test_sae_and_probes_on_the_original_residual(frac):
     c = frac[0]
     labels = c.io.residual_labels
-    resid = residual_rows(c.model, c.params, c.io, c.spec.domain())
-    idx = varying(resid, labels)
+    resid = dictionary.residual_rows(c.model, c.params, c.io, c.spec.domain())
+    idx = dictionary.varying(resid, labels)
     # RASP numbers its variables process-wide (frac_prevs_1, map_3 in a fresh process)
     frac_label = next(label for label in labels if label.startswith("frac_prevs"))
     assert "one" not in [labels[i] for i in idx] and frac_label in [labels[i] for i in idx]
     dirs = np.eye(len(labels))[idx]
     k = int(np.max(np.sum(np.abs(resid) > 1e-4, axis=1)))
-    s = sae_recovery(resid, dirs, d_sae=len(idx) + 1, k=k, steps=1500, seed=0)
-    rand = direction_recovery(np.random.default_rng(0).normal(size=(len(idx) + 1, 12)), dirs)
+    s = dictionary.sae_recovery(resid, dirs, d_sae=len(idx) + 1, k=k, steps=1500, seed=0)
+    noise = np.random.default_rng(0).normal(size=(len(idx) + 1, 12))
+    rand = dictionary.direction_recovery(noise, dirs)
     assert s["fvu"] < 0.05
     assert s["mean_max_cos"] > 0.58 > rand["mean_max_cos"] + 0.05
     assert s["max_cos"][[labels[i] for i in idx].index(frac_label)] > 0.75
-    values = variable_values(resid, labels)
+    values = dictionary.variable_values(resid, labels)
     assert set(values) - {"tokens", "indices"} == {frac_label, next(
         v for v in values if v.startswith("map_"))}
-    p = probe_recovery(resid, values)
+    p = dictionary.probe_recovery(resid, values)
     assert p["mean_accuracy"] == 1.0
     assert all(v["accuracy"] > v["chance"] + 0.5 for v in p["variables"].values()
                if v["kind"] == "categorical")
-    squeezed = probe_recovery(resid @ np.random.default_rng(0).normal(size=(12, 2)), values)
+    squeeze = np.random.default_rng(0).normal(size=(12, 2))
+    squeezed = dictionary.probe_recovery(resid @ squeeze, values)
     assert squeezed["mean_accuracy"] < 0.95  # two random dimensions cannot hold 7 one-hots
