@@ -23,9 +23,9 @@ SITES = [("gpt2", "resid_pre"), ("gpt2", "attn_head_pattern_dest_src_pos"),
          ("llama", "attn_head_k_by_pos"), ("gemma2", "attn_head_out_by_pos"),
          ("gemma2", "attn_head_pattern_by_pos")]
 # Default set: the plain path (None) on GPT-2's residual (a site feeding the keys) and two buckets
-# on GQA kv heads and on the pattern under a sliding window. test_sweep_speed_paths.py checks one
-# and two buckets against None on four more sites. `full`: the two other sites with one bucket,
-# and every site with the default buckets.
+# on GQA kv heads and on the pattern under a sliding window. test_sweep_speed_paths.py checks two
+# buckets against None on Gemma 2's MLP (`full`: one and two buckets on three more sites).
+# `full`: the two other sites with one bucket, and every site with the default buckets.
 CHEAP = [(*SITES[0], None), (*SITES[2], 2), (*SITES[4], 2)]
 CASES = (CHEAP + [pytest.param(*SITES[i], 1, marks=pytest.mark.full) for i in (1, 3)]
          + [pytest.param(*case, DEFAULT_BUCKETS, marks=pytest.mark.full) for case in SITES])

@@ -173,10 +173,15 @@ def test_atp_is_the_directional_derivative_on_kv_heads():
     jax.grad through run_with_hooks, node by node."""
     model = models.Llama(models.LlamaConfig(n_layers=1, d_model=16, n_heads=4, n_kv_heads=2,
                                             d_head=4, d_mlp=24, d_vocab=12))
-    leaves, treedef = jax.tree.flatten(model.init(jax.random.key(0)))
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    params = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape)
-                                          for x, k in zip(leaves, keys)])
+
+    @jax.jit  # one program, not one per leaf's draw
+    def perturbed_init():
+        leaves, treedef = jax.tree.flatten(model.init(jax.random.key(0)))
+        keys = jax.random.split(jax.random.key(1), len(leaves))
+        return jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape)
+                                            for x, k in zip(leaves, keys)])
+
+    params = perturbed_init()
     clean, corrupt, cache = _runs(model, params, pos=5, batch=2)
     site = SITES["attn_head_k_by_pos"]
     atp = attr_patch(model, params, corrupt, cache, metric, site)

@@ -3,8 +3,9 @@
 - Against the slow reference: a loop of ``run_with_hooks(..., attention_mask=mask)`` with the
   core's ``Patch`` per node, for left and right padding, a site feeding keys (the residual) and
   a local one (a head's output by position), suffix buckets and full recomputation.
-- Padding changes nothing real: a left-padded prompt's sweep at its real positions equals the
-  same prompt's unpadded sweep (the pads are never attended to, positions count real tokens).
+- Padding changes nothing real: a left-padded prompt's sweep and attribution estimates (AtP,
+  AtP*, integrated gradients) at its real positions equal the same prompt's unpadded ones (the
+  pads are never attended to, positions count real tokens).
 """
 
 import jax.numpy as jnp
@@ -54,13 +55,13 @@ def test_padded_sweep_equals_a_loop_of_masked_patches(name, site_name, side, n_b
                       attention_mask=mask)
     assert np.ptp(want) > 1e-2  # the patches matter
     np.testing.assert_allclose(got, want, atol=2e-5)
-    if side == "right" or n_buckets is None:
-        # causal: real tokens never see right pads, so a mask changes nothing there; the
-        # bucketed case below shows the mask is used (one compile more, so once)
+    if side == "right":  # causal: real tokens never see right pads, a mask changes nothing
         return
-    # unmasked, the left pads would be attended to: the mask is what the sweep used
+    # unmasked, the left pads would be attended to: the mask is what the sweep used (an
+    # all-ones mask is no mask, and as data it reuses the masked sweep's program: no compile)
     unmasked = np.asarray(patching.act_patch(model, params, corrupted, clean_cache, metric,
-                                             site_name, suffix_buckets=n_buckets))
+                                             site_name, suffix_buckets=n_buckets,
+                                             attention_mask=np.ones_like(mask)))
     assert np.abs(unmasked - want).max() > 1e-3
 
 
@@ -102,7 +103,7 @@ def test_attention_mask_of_the_wrong_shape_names_both_shapes():
     pytest.param("llama", "resid_pre", "atp*", marks=pytest.mark.full)])
 def test_attribution_with_left_padding_equals_the_unpadded_prompt(name, site_name, method):
     """AtP, AtP* (the QK fix) and integrated gradients through the mask: a left-padded prompt's
-    estimates at its real positions equal its unpadded estimates (unmasked, AtP's do not)."""
+    estimates at its real positions equal its unpadded estimates (unmasked, they do not)."""
     model, params = family(name)
     n_real, n_pad = 4, 2
     clean, corrupted = tokens(1, n_real, 2), tokens(1, n_real, 3)
@@ -120,6 +121,7 @@ def test_attribution_with_left_padding_equals_the_unpadded_prompt(name, site_nam
     padded_est = estimate(pad(clean), pad(corrupted), mask)
     assert np.ptp(plain) > 1e-3
     np.testing.assert_allclose(padded_est[:, n_pad:], plain, atol=2e-5)
-    if method == "atp":  # the mask is what the estimate used (once: one compile more)
-        unmasked = estimate(pad(clean), pad(corrupted), None)
-        assert np.abs(unmasked[:, n_pad:] - plain).max() > 1e-3
+    # the mask is what the estimate used; an all-ones mask is no mask (as data it reuses the
+    # padded estimate's programs: no compile more)
+    unmasked = estimate(pad(clean), pad(corrupted), np.ones_like(mask))
+    assert np.abs(unmasked[:, n_pad:] - plain).max() > 1e-3

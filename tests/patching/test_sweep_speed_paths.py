@@ -2,10 +2,14 @@
 
 - Suffix recomputation (:mod:`jinterp.patching.suffix`): sites feeding keys, local sites (at the
   last layer too) and all-position sites on GPT-2, grouped-query Llama and Gemma 2 (sliding
-  window, soft-caps, post-norms), with one, two and (``full``) one-per-position buckets, and
-  metrics reading one position or one per prompt, equal recomputing every position
+  window, soft-caps, post-norms), with one, two and one-per-position buckets, and metrics
+  reading one position or one per prompt, equal recomputing every position
   (``suffix_buckets=None``), which ``test_activation_patching.py`` checks against a loop of
   ``run_with_hooks`` (with None, 1 and 2 buckets on five more sites; ``full``: the default).
+  ``make test`` runs Gemma 2's local site with two buckets in chunks here; the other kinds run
+  by default against a loop: feeding keys with buckets (``test_activation_patching.py``'s
+  Llama k, ``test_padded_sweep.py``'s GPT-2 residual), a metric position per prompt
+  (``test_padded_sweep.py``'s right padding), all positions (``test_ablation_sweeps.py``).
 - The logits a metric reads: a logit difference computes two tokens' logits only.
 - Attribution patching's gradients with the metric's positions only equal ``grad_cache``'s.
 """
@@ -27,12 +31,14 @@ N_POS = 5
 # (family, site, buckets, metric position): feeding keys; local at the last layer; local with a
 # metric reading a position per prompt (every position's final residual); all positions.
 # test_activation_patching.py checks five more sites against a loop.
-# Each case compiles one program per layer and bucket; `make test` runs Gemma 2 with two buckets,
-# `full` also with one bucket per position, and an all-position site (every node starts at 0,
-# as the residual's one bucket does).
-CASES = [("gpt2", "resid_pre", 1, -1), ("gemma2", "mlp_out", 2, -1),
+# Each case compiles one program per layer and bucket; `make test` runs Gemma 2 with two buckets
+# (the module docstring names the default tests that cover the other kinds against a loop),
+# `full` also the residual with one bucket, Gemma 2 with one bucket per position, the per-prompt
+# metric position and an all-position site (every node starts at 0, as one bucket does).
+CASES = [pytest.param("gpt2", "resid_pre", 1, -1, marks=pytest.mark.full),
+         ("gemma2", "mlp_out", 2, -1),
          pytest.param("gemma2", "mlp_out", 5, -1, marks=pytest.mark.full),
-         ("llama", "attn_head_q_by_pos", 2, (3, 4)),
+         pytest.param("llama", "attn_head_q_by_pos", 2, (3, 4), marks=pytest.mark.full),
          pytest.param("llama", "attn_head_out_all_pos", 2, -1, marks=pytest.mark.full)]
 
 
@@ -40,8 +46,9 @@ def setup(name, pos=-1):
     model, params = family(name)
     clean, corrupted = jnp.asarray(tokens(2, N_POS, 0)), jnp.asarray(tokens(2, N_POS, 1))
     clean_logits, clean_cache = jinterp.run_with_cache(model, params, clean)
+    corrupted_logits, _ = jinterp.run_with_cache(model, params, corrupted)  # the same program
     metric = metrics.normalised_logit_diff(jnp.array([3, 7]), jnp.array([5, 11]), clean_logits,
-                                           model(params, corrupted), pos=jnp.asarray(pos))
+                                           corrupted_logits, pos=jnp.asarray(pos))
     return model, params, corrupted, clean_cache, metric
 
 
@@ -53,7 +60,8 @@ def test_suffix_path_equals_recomputing_every_position(name, site_name, n_bucket
     full = np.asarray(run_sweep(model, params, corrupted, site, sources, metric,
                                 suffix_buckets=None))
     assert np.ptp(full) > 1e-3  # the patches matter
-    got = run_sweep(model, params, corrupted, site, sources, metric, chunk_size=3,
+    # chunks of 2: a bucket of 3 positions' nodes (Gemma 2's 2nd) runs in two, the last ragged
+    got = run_sweep(model, params, corrupted, site, sources, metric, chunk_size=2,
                     suffix_buckets=n_buckets)
     np.testing.assert_allclose(got, full, atol=1e-5)
 
