@@ -90,13 +90,23 @@ def tracr_decoded(c, run: Run) -> list[list]:
     return [[c.io.bos] + r[1:] for r in rows]
 
 
+#: One program per kind of compiled structure the port must convert: categorical attention
+#: (reverse), a numerical MLP feeding a categorical head (sort), a selector width (hist),
+#: numerical attention compiled causal (frac_prevs_causal) and a multi-layer program mixing
+#: both (shuffle_dyck). These are the programs the other tests here run anyway; the rest of
+#: :data:`PROGRAMS` (sort_unique, frac_prevs, pair_balance: the same kinds again) run under
+#: ``full``.
+DEFAULT = ("reverse", "sort", "hist", "frac_prevs_causal", "shuffle_dyck")
+ALL = [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.full) for n in PROGRAMS]
+
+
 def close(a, b, valid, what):
     a, b = np.asarray(a), np.asarray(b)
     np.testing.assert_allclose(a[valid], b[valid], rtol=RTOL, atol=ATOL, err_msg=what)
 
 
 # ------------------------------------------------------------------------------ exactness
-@pytest.mark.parametrize("name", list(PROGRAMS))
+@pytest.mark.parametrize("name", ALL)
 def test_activations_and_logits_match_tracrs_model(program, name):
     c, run = program(name), run_domain(name)
     out = run.tracr.transformer_output
@@ -121,7 +131,7 @@ def test_activations_and_logits_match_tracrs_model(program, name):
         close(run.logits[..., 0], run.tracr.unembedded_output, v, "numerical output")
 
 
-@pytest.mark.parametrize("name", list(PROGRAMS))
+@pytest.mark.parametrize("name", ALL)
 def test_decodes_as_tracr_and_the_rasp_evaluator(program, name):
     from tracr.rasp import rasp
 
@@ -169,14 +179,15 @@ def test_causal_flag_follows_tracr_and_bites(program):
 
 # ------------------------------------------------------------------------------ hooks, metadata
 def test_every_jinterp_hook_name_runs_on_the_port(program):
-    c = program("sort")
-    tokens = c.io.encode([[3, 1, 2]])
-    _, cache = jinterp.run_with_cache(c.model, c.params, tokens)
+    c, run = program("sort"), run_domain("sort")  # the domain's cache: every default name
     m = c.model.config
-    assert set(cache.keys()) == set(c.model.default_names())
-    assert cache["blocks.0.attn.hook_z"].shape == (1, 4, m.n_heads, m.d_head)
-    assert cache["blocks.0.attn.hook_pattern"].shape == (1, m.n_heads, 4, 4)
-    assert cache[f"blocks.{m.n_layers - 1}.hook_resid_post"].shape == (1, 4, m.d_model)
+    batch, pos = run.tokens.shape
+    assert set(run.cache.keys()) == set(c.model.default_names())
+    assert run.cache["blocks.0.attn.hook_z"].shape == (batch, pos, m.n_heads, m.d_head)
+    assert run.cache["blocks.0.attn.hook_pattern"].shape == (batch, m.n_heads, pos, pos)
+    assert run.cache[f"blocks.{m.n_layers - 1}.hook_resid_post"].shape == (batch, pos,
+                                                                           m.d_model)
+    tokens = c.io.encode([[3, 1, 2]])
     _, result = jinterp.run_with_cache(c.model, c.params, tokens,
                                        names=["blocks.0.attn.hook_result"])
     assert result["blocks.0.attn.hook_result"].shape == (1, 4, m.n_heads, m.d_model)
