@@ -55,6 +55,7 @@ def test_resume_is_exact_and_other_settings_are_refused(tmp_path):
 def _write_hf_gpt2(path: Path, model, params) -> None:
     """The family's GPT-2 as a HuggingFace checkpoint (the inverse of the port's key map)."""
     c = model.config
+    params = jax.device_get(params)  # numpy: indexing jax arrays per layer compiles each slice
     b, H, D, Dh = params["blocks"], c.n_heads, c.d_model, c.d_head
     t = {"wte.weight": params["embed"]["W_E"], "wpe.weight": params["pos_embed"]["W_pos"],
          "ln_f.weight": params["ln_final"]["w"], "ln_f.bias": params["ln_final"]["b"]}

@@ -29,6 +29,13 @@ def _block() -> str:
                      re.S).group(1)
 
 
+def _train_numbers(source: str) -> dict[str, int]:
+    """The README call's ``steps``, ``batch_size`` and ``checkpoint_every`` (the rerun repeats
+    them, so the README's numbers can change without this test)."""
+    return {k: int(re.search(rf"\b{k}=(\d+)", source).group(1))
+            for k in ("steps", "batch_size", "checkpoint_every")}
+
+
 def test_readme_sae_workflow_runs_and_resumes(tmp_path, monkeypatch):
     model, params = family("gpt2")
     _write_hf_gpt2(tmp_path / "gpt2", model, params)
@@ -40,7 +47,7 @@ def test_readme_sae_workflow_runs_and_resumes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     source = _block().replace("path/to/gpt2", str(tmp_path / "gpt2"))
     ns: dict = {}
-    with pytest.warns(UserWarning, match="dead_after_tokens"):  # a 200-step run is short
+    with pytest.warns(UserWarning, match="dead_after_tokens"):  # a short run
         exec(compile(source, "README SAE workflow", "exec"), ns)
 
     scores, cfg, p, hook, held = ns["scores"], ns["cfg"], ns["sae_params"], ns["hook"], ns["held"]
@@ -59,9 +66,10 @@ def test_readme_sae_workflow_runs_and_resumes(tmp_path, monkeypatch):
     for k, v in p.items():
         np.testing.assert_allclose(np.asarray(loaded.params[k]), v, rtol=1e-6)
 
-    # rerun: everything is checkpointed, so it resumes at step 200 and changes nothing
-    again = sae.train_on_model(model, params, cfg, hook, ns["source"], steps=200,
-                               batch_size=128, out_dir="runs/sae_l2", checkpoint_every=100,
-                               progress=False)
+    # rerun: everything is checkpointed, so it resumes at the last step and changes nothing
+    numbers = _train_numbers(source)
+    assert numbers["steps"] % numbers["checkpoint_every"] == 0  # a checkpoint at the end
+    again = sae.train_on_model(model, params, cfg, hook, ns["source"], **numbers,
+                               out_dir="runs/sae_l2", progress=False)
     for k, v in p.items():
         np.testing.assert_array_equal(again.params[0][k], v)

@@ -109,8 +109,9 @@ def test_splice_one_head_of_hook_z_error_term_and_gradients():
     def run(sae_params, hook):
         return jinterp.run_with_hooks(model, params, TOKENS, {Z: hook(sae_params)})[:, -1, 5].sum()
 
+    # jitted (hook static): one program per gradient instead of many eager pieces
     splice3 = lambda q: sae.splice(cfg, q, error_term=True, head=3)  # noqa: E731
-    value, got = jax.value_and_grad(run)(p, splice3)
+    value, got = jax.jit(jax.value_and_grad(run), static_argnums=1)(p, splice3)
     np.testing.assert_allclose(value, clean[:, -1, 5].sum(), atol=2e-5)
     frozen = sae.splice(cfg, p).reconstruct(jnp.asarray(z[:, :, 3]))
 
@@ -118,7 +119,7 @@ def test_splice_one_head_of_hook_z_error_term_and_gradients():
         head = sae.splice(cfg, q).reconstruct(jnp.asarray(z[:, :, 3])) + (z[:, :, 3] - frozen)
         return jinterp.Patch(jnp.asarray(z).at[:, :, 3].set(head))
 
-    expected = jax.grad(run)(p, patch)
+    expected = jax.jit(jax.grad(run), static_argnums=1)(p, patch)
     for k in ("W_enc", "W_dec", "b_enc", "b_dec"):
         np.testing.assert_allclose(got[k], expected[k], atol=1e-5)
     assert float(jnp.abs(got["W_dec"]).max()) > 1e-4
