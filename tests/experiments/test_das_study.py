@@ -2,7 +2,8 @@
 
 The study's numbers come from ``jinterp.das`` (itself checked against planted directions in
 ``tests/das``); here the chance level is recomputed from the held-out pairs' labels and the
-summary's structure is what the README figure is drawn from.
+summary's structure is what the README figure is drawn from. The fast size aligns at the
+block's output only (the checked rows); the embedding hook runs in the full study.
 """
 
 import json
