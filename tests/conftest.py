@@ -50,3 +50,24 @@ from jaxtyping import install_import_hook  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 _JAXTYPING_HOOK = install_import_hook("jinterp", "typecheck.typechecker")
+
+# `make test` hands whole files to two workers (`--dist loadfile`) in collection order, so a slow
+# file collected last leaves one worker idle while the other finishes it. The slowest files
+# (summed durations of a full run, about 15-50 s each) go first; the rest keep their order.
+SLOW_FIRST = (
+    "experiments/test_reading_study.py", "patching/test_padded_sweep.py",
+    "core/test_readme_tour.py", "tracr/test_methods.py", "experiments/test_superposition.py",
+    "patching/test_attribution.py", "experiments/test_grokking.py", "tracr/test_from_tracr.py",
+    "experiments/test_induction.py", "core/test_cpu_allocator.py",
+    "patching/test_sweep_speed_paths.py", "sae/test_ground_truth.py",
+    "patching/test_activation_patching.py", "probes/test_probes.py",
+    "sae/test_crosscoder_model.py", "experiments/test_circuits.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = os.path.relpath(str(item.path), TESTS).replace(os.sep, "/")
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
