@@ -133,7 +133,7 @@ def sweep_state(plan: SweepPlan, seeds: Sequence[int] | int, *, lr: Sequence[flo
         mult = jnp.asarray([plan.multipliers[i] for i in members], jnp.float32)
         fresh = functools.partial(_fresh_state, cfg, tcfg, norm_scale=scale,
                                   target_norm_scale=scale, params=None)
-        states.append(jax.jit(jax.vmap(fresh))(keys, lr_arr, mult))  # one program, not op by op
+        states.append(jax.vmap(fresh)(keys, lr_arr, mult))
     return tuple(states)
 
 
