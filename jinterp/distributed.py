@@ -223,6 +223,14 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
+def barrier(name: str) -> None:
+    """Waits until every process reaches the barrier ``name`` (a no-op for one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds ``--coordinator``, ``--num-processes``, ``--process-id``, ``--init-timeout``."""
     group = parser.add_argument_group(
@@ -239,6 +247,20 @@ def initialize_from_args(args: argparse.Namespace) -> Processes:
     """:func:`initialize` with the flags :func:`add_arguments` added."""
     return initialize(args.coordinator, args.num_processes, args.process_id,
                       timeout_s=args.init_timeout)
+
+
+def single_process(processes: Processes, command: str) -> None:
+    """Exits with a clear message when ``command`` was started as several processes.
+
+    The toy studies train one small model on one device; started N times (by ``srun`` with N
+    tasks, say) they would only write the same files N times, so they refuse instead.
+    """
+    if processes.num_processes > 1:
+        raise SystemExit(f"{command} runs as one process (its model fits one device), but it "
+                         f"was started as process {processes.process_id} of "
+                         f"{processes.num_processes}: start it once. Multi-process runs: SAE "
+                         "training (python -m jinterp.sae.cli), patching sweeps and the "
+                         "grokking seeds (python -m jinterp.experiments.grokking).")
 
 
 def check_mesh(mesh: Mesh) -> Mesh:
@@ -308,6 +330,8 @@ def to_host(tree: Any) -> Any:
 
     def one(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if x.is_fully_replicated:  # every process holds it whole: no collective
+                return np.asarray(x.addressable_data(0))
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(x)
 

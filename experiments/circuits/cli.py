@@ -16,6 +16,7 @@ import time
 
 from tqdm import tqdm
 
+from jinterp import distributed
 from jinterp.experiments.circuits import figures, report
 from jinterp.experiments.circuits.config import CircuitConfig
 from jinterp.experiments.circuits.study import run_study
@@ -36,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training steps (default: 1500; fast: 120)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    distributed.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -46,6 +48,8 @@ def config_from_args(args: argparse.Namespace) -> CircuitConfig:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    distributed.single_process(distributed.initialize_from_args(args),
+                               "python -m jinterp.experiments.circuits")
     cfg = config_from_args(args)
     write_config(args.out, cfg)
     start, cpu_start = time.perf_counter(), time.process_time()

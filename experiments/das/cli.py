@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 
+from jinterp import distributed
 from jinterp.experiments.das.plots import iia_figure
 from jinterp.experiments.das.study import StudyConfig, run
 
@@ -22,11 +23,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output directory (summary.json, iia.png)")
     parser.add_argument("--fast", action="store_true", help="fewer sizes and steps (for tests)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
+    distributed.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    distributed.single_process(distributed.initialize_from_args(args),
+                               "python -m jinterp.experiments.das")
     config = StudyConfig.fast() if args.fast else StudyConfig()
     config = type(config)(**{**config.__dict__, "seed": args.seed})
     os.makedirs(args.out, exist_ok=True)

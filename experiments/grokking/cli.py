@@ -1,7 +1,9 @@
 """Command line: ``python -m jinterp.experiments.grokking --out DIR [--fast] [--seeds K]``.
 
 Trains (resuming whatever ``DIR`` already holds), analyses every seed, and writes
-``DIR/summary.json`` and PNG figures. Rerunning an interrupted command continues exactly where
+``DIR/summary.json`` and PNG figures. Run once per process with ``--coordinator``,
+``--num-processes`` and ``--process-id`` (or ``python -m jinterp.launch``) to split the seeds
+over several processes' devices. Rerunning an interrupted command continues exactly where
 the last checkpoint left off; rerunning a finished one only redoes the analysis.
 """
 
@@ -14,6 +16,8 @@ import time
 
 import jax
 import numpy as np
+
+from jinterp import distributed
 
 from . import plots
 from .analysis import analyse_run, seed_params
@@ -49,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--analyse-only", action="store_true",
                         help="skip training; analyse the history DIR holds (e.g. a run still "
                              "in progress)")
+    distributed.add_arguments(parser)  # several processes split the seeds over their devices
     return parser
 
 
@@ -99,6 +104,8 @@ def run(cfg: GrokConfig, out_dir: str, progress: bool = True, analyse_only: bool
     """
     if not analyse_only:
         train(cfg, out_dir, progress=progress)
+    if not distributed.is_main():  # process 0 analyses the history it wrote
+        return {}
     tic = time.perf_counter()
     history = load_history(out_dir)
     summary, curves = analyse_run(cfg, history)
@@ -117,8 +124,11 @@ def run(cfg: GrokConfig, out_dir: str, progress: bool = True, analyse_only: bool
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    distributed.initialize_from_args(args)
     cfg = config_from_args(args)
     summary = run(cfg, args.out, progress=not args.no_progress, analyse_only=args.analyse_only)
+    if not summary:
+        return
     keys = ("steps", "train_accuracy", "test_accuracy", "test_loss", "memorization_step",
             "grok_step", "key_frequencies", "single_frequency_neuron_fraction",
             "restricted_loss_drop_step", "test_loss_drop_step", "train_wall_time_s",

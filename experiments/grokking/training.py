@@ -31,8 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from jinterp import distributed
 from jinterp.checkpoint import Checkpointer
 
 from .config import GrokConfig
@@ -135,7 +137,43 @@ def unflatten_params(flat: dict[str, np.ndarray]) -> Params:
     return out
 
 
+def seed_mesh(n_seeds: int) -> Mesh | None:
+    """A mesh over every process's devices that splits the seed axis, in multi-process runs.
+
+    Seeds are independent models, so splitting them is data parallelism with no collective in
+    the step (XLA inserts none). One process keeps today's single-device program (None).
+
+    Raises:
+        ValueError: when the seeds do not divide over the devices.
+    """
+    if jax.process_count() == 1:
+        return None
+    n_dev = jax.device_count()
+    if n_seeds % n_dev:
+        raise ValueError(f"{n_seeds} seeds do not split over {n_dev} devices "
+                         f"({jax.process_count()} processes): train a multiple of {n_dev} "
+                         "seeds (--seeds), or fewer devices per process")
+    return distributed.check_mesh(Mesh(np.asarray(jax.devices()), ("seeds",)))
+
+
+def _place(tree: Any, mesh: Mesh | None, split: bool) -> Any:
+    """Host values as global arrays: seed axis split (``split``) or replicated."""
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, PartitionSpec("seeds") if split else PartitionSpec())
+
+    def one(x):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(one, tree)
+
+
 def _write_chunk(path: str, end_step: int, metrics: dict, params: Params | None) -> None:
+    """Writes one history file from process 0 (the gather is collective: every process calls)."""
+    metrics, params = distributed.to_host((metrics, params))
+    if not distributed.is_main():
+        return
     arrays = {k: np.asarray(v) for k, v in metrics.items()}
     arrays["end_step"] = np.asarray(end_step)
     if params is not None:
@@ -146,6 +184,8 @@ def _write_chunk(path: str, end_step: int, metrics: dict, params: Params | None)
 
 
 def _check_config(cfg: GrokConfig, out_dir: str) -> None:
+    if not distributed.is_main():  # every process reads the same file; process 0 writes it
+        distributed.barrier("grokking config")
     path = os.path.join(out_dir, "config.json")
     wanted = json.loads(json.dumps(dataclasses.asdict(cfg)))
     if os.path.exists(path):
@@ -160,6 +200,8 @@ def _check_config(cfg: GrokConfig, out_dir: str) -> None:
     else:
         with open(path, "w") as f:
             json.dump(wanted, f, indent=1)
+    if distributed.is_main():
+        distributed.barrier("grokking config")
 
 
 def _read_seconds(out_dir: str) -> float:
@@ -171,6 +213,8 @@ def _read_seconds(out_dir: str) -> float:
 
 
 def _write_seconds(out_dir: str, seconds: float) -> None:
+    if not distributed.is_main():
+        return
     with open(os.path.join(out_dir, "timing.json"), "w") as f:
         json.dump({"train_seconds": seconds}, f)
 
@@ -184,24 +228,28 @@ def train(cfg: GrokConfig, out_dir: str, *, progress: bool = True,
           max_chunks: int | None = None) -> TrainState:
     """Trains (or resumes) the run in ``out_dir`` and returns the final state.
 
+    In a multi-process run (:func:`jinterp.distributed.initialize`) the seeds are split over
+    every process's devices (:func:`seed_mesh`); process 0 writes the files and the bar.
+
     Args:
         max_chunks: stop after this many chunks (simulates an interruption; tests use it).
     """
     os.makedirs(os.path.join(out_dir, "history"), exist_ok=True)
     _check_config(cfg, out_dir)
+    mesh = seed_mesh(len(cfg.seeds))
     data = make_data(cfg.p, cfg.frac_train, cfg.data_seed)
-    batch = device_data(cfg, data)
-    state = init_state(cfg)
+    batch = _place(device_data(cfg, data), mesh, split=False)
+    state = _place(init_state(cfg), mesh, split=True)
     chunk_fn = make_chunk_fn(cfg)
     hist = lambda step: os.path.join(out_dir, "history", f"chunk_{step:06d}.npz")
     with Checkpointer(os.path.join(out_dir, "ckpt")) as ckpt:
         state = ckpt.restore_or(state)
-        start = int(state["step"][0])
+        start = int(distributed.to_host(state["step"])[0])
         if start == 0:
             init_eval = _evaluate_seeds(state["params"], batch, cfg.loss_classes)
             _write_chunk(hist(0), 0, init_eval, state["params"])
-        bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step",
-                   desc="grokking")
+        bar = tqdm(total=cfg.steps, initial=start, unit="step", desc="grokking",
+                   disable=not progress or not distributed.is_main())
         done, seconds = 0, _read_seconds(out_dir)
         while start < cfg.steps and (max_chunks is None or done < max_chunks):
             tic = time.perf_counter()
@@ -209,6 +257,7 @@ def train(cfg: GrokConfig, out_dir: str, *, progress: bool = True,
             start += cfg.steps_per_call
             keep = start % cfg.snapshot_every == 0 or start == cfg.steps
             snap = state["params"] if keep else None
+            metrics = distributed.to_host(metrics)
             _write_chunk(hist(start), start, metrics, snap)
             ckpt.save(start, state)
             seconds += time.perf_counter() - tic

@@ -16,6 +16,7 @@ import sys
 
 from tqdm import tqdm
 
+from jinterp import distributed
 from jinterp.experiments.induction.plots import all_figures
 from jinterp.experiments.induction.study import StudyConfig, run_study
 
@@ -35,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0,
                         help="PRNG seed for init and data (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    distributed.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -66,6 +68,8 @@ def write_config(out: str, cfg) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    distributed.single_process(distributed.initialize_from_args(args),
+                               "python -m jinterp.experiments.induction")
     cfg = config_from_args(args)
     write_config(args.out, cfg)
 

@@ -16,6 +16,7 @@ import sys
 
 from tqdm import tqdm
 
+from jinterp import distributed
 from jinterp.experiments.reading.plots import all_figures
 from jinterp.experiments.reading.study import STEPS, StudyConfig, run_study
 
@@ -32,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="tiny models and few steps (seconds of compute; for tests)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    distributed.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -49,6 +51,8 @@ def _check_same_training(path: str, config: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    distributed.single_process(distributed.initialize_from_args(args),
+                               "python -m jinterp.experiments.reading")
     cfg = (StudyConfig.fast if args.fast else StudyConfig.full)(seed=args.seed)
     os.makedirs(args.out, exist_ok=True)
     config = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))

@@ -18,6 +18,8 @@ import time
 
 import numpy as np
 
+from jinterp import distributed
+
 from . import plots
 from .parts import PARTS, run_part
 from .studies import (
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", choices=STUDIES, default=list(STUDIES),
                         help="run a subset of the studies")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    distributed.add_arguments(parser)
     return parser
 
 
@@ -170,6 +173,8 @@ def _main_part(args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    distributed.single_process(distributed.initialize_from_args(args),
+                               "python -m jinterp.experiments.superposition")
     if args.part is not None:
         return _main_part(args)
     args.out = args.out or os.path.join("runs", "superposition")

@@ -16,6 +16,7 @@ import os
 
 from tqdm import tqdm
 
+from jinterp import distributed
 from jinterp.experiments.tracr.programs import PROGRAMS, compiled
 
 PARTS = ("methods", "compressed")
@@ -93,7 +94,10 @@ def main(argv=None) -> None:
     parser.add_argument("--fast", action="store_true", help="a smoke run (the tests' size)")
     parser.add_argument("--no-dictionary", action="store_true",
                         help="methods part: skip the SAE and probes on each residual")
+    distributed.add_arguments(parser)
     args = parser.parse_args(argv)
+    distributed.single_process(distributed.initialize_from_args(args),
+                               "python -m jinterp.experiments.tracr")
     names = args.programs or (FAST_PROGRAMS if args.fast else tuple(PROGRAMS))
     summary = {}
     if args.part in ("methods", "all"):
