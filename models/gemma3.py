@@ -31,6 +31,9 @@ _PRESETS = {
     "gemma-3-1b": (26, 1152, 4, 1, 256, 6912, 262144, 32768, 512, Rope(1_000_000.0), 256),
     "gemma-3-4b": (34, 2560, 8, 4, 256, 10240, 262208, 131072, 1024,
                    Rope(1_000_000.0, type=RopeType.LINEAR, factor=8.0), 256),
+    # 27B is the size whose query_pre_attn_scalar (168 = d_model / n_heads) is not d_head.
+    "gemma-3-27b": (62, 5376, 32, 16, 128, 21504, 262208, 131072, 1024,
+                    Rope(1_000_000.0, type=RopeType.LINEAR, factor=8.0), 168),
 }
 
 #: HF ``Gemma3TextConfig`` defaults, for fields a multimodal checkpoint's ``text_config`` omits.
@@ -82,7 +85,8 @@ class Gemma3Config(DecoderShape):
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "Gemma3Config":
-        """``gemma-3-1b`` or ``gemma-3-4b`` (its text model); ``overrides`` replace fields."""
+        """``gemma-3-1b``, ``gemma-3-4b`` or ``gemma-3-27b`` (its text model); ``overrides``
+        replace fields."""
         if name not in _PRESETS:
             raise ValueError(f"Unknown Gemma 3 preset {name!r}; choose from {sorted(_PRESETS)}.")
         L, D, H, K, Dh, M, V, n_ctx, window, rope, qpas = _PRESETS[name]

@@ -24,6 +24,7 @@ _PRESETS = {
     "llama-2-7b": (32, 4096, 32, 32, 128, 11008, 32000, 4096, Rope(10_000.0), False),
     "llama-2-13b": (40, 5120, 40, 40, 128, 13824, 32000, 4096, Rope(10_000.0), False),
     "llama-3-8b": (32, 4096, 32, 8, 128, 14336, 128256, 8192, Rope(500_000.0), False),
+    "llama-3-70b": (80, 8192, 64, 8, 128, 28672, 128256, 8192, Rope(500_000.0), False),
     "llama-3.1-8b": (32, 4096, 32, 8, 128, 14336, 128256, 131072,
                      Rope(500_000.0, factor=8.0, **_LLAMA31_ROPE), False),
     "llama-3.2-1b": (16, 2048, 32, 8, 64, 8192, 128256, 131072,
@@ -65,8 +66,9 @@ class LlamaConfig(DecoderShape):
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "LlamaConfig":
-        """A released shape: ``llama-2-7b``, ``llama-2-13b``, ``llama-3-8b``, ``llama-3.1-8b``,
-        ``llama-3.2-1b`` or ``llama-3.2-3b``; ``overrides`` replace fields (e.g. ``n_layers=2``)."""
+        """A released shape: ``llama-2-7b``, ``llama-2-13b``, ``llama-3-8b``, ``llama-3-70b``,
+        ``llama-3.1-8b``, ``llama-3.2-1b`` or ``llama-3.2-3b``; ``overrides`` replace fields
+        (e.g. ``n_layers=2``)."""
         if name not in _PRESETS:
             raise ValueError(f"Unknown Llama preset {name!r}; choose from {sorted(_PRESETS)}.")
         L, D, H, K, Dh, M, V, n_ctx, rope, tied = _PRESETS[name]
