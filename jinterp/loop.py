@@ -331,4 +331,6 @@ def run_model(model, plan: Plan, params, inputs: jax.Array, top_chains: Mapping[
         resid, stacked = run_blocks(model, plan, params, resid, groups_data, deltas["block"],
                                     unroll, ctx, per_layer)
     out = model.unembed(params, resid, top) if plan.to_logits else resid
+    if plan.to_logits and out.ndim == 3:  # logits split by vocab over `model` like W_U, not
+        out = sharding.constrain(out, ("batch", "pos", "d_vocab"))  # replicated over `data`
     return out, top.recorded, stacked
