@@ -254,6 +254,34 @@ def _mesh(devices: Sequence | None) -> Mesh | None:
     return Mesh(np.array(devices), ("sweep",)) if len(devices) > 1 else None
 
 
+def _gathered(x: jax.Array) -> np.ndarray:
+    """A host copy of a global array (gathered from the processes that hold its shards)."""
+    from jinterp import distributed
+
+    return distributed.to_host(x)
+
+
+def _replicate(tree, mesh: Mesh):
+    """Every leaf replicated over ``mesh``, also when the mesh spans several processes.
+
+    One process: ``jax.device_put``. Several: each leaf must be a host value that every
+    process holds alike (or a global array, which is resharded in a program); host values are
+    placed slice by slice with no cross-process traffic (``jax.device_put`` would first
+    all-gather every leaf to check that the processes agree).
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, replicated)
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.jit(lambda a: a, out_shardings=replicated)(x)
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, replicated, lambda index: x[index])
+
+    return jax.tree.map(one, tree)
+
+
 def check_buckets(n_buckets: int | None) -> None:
     """``n_buckets`` is None (every position recomputed) or an int >= 1."""
     if n_buckets is None:
@@ -270,6 +298,8 @@ def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices, 
     check_buckets(n_buckets)
     batch, n_pos = np.shape(tokens)
     check_metric(model, metric, batch, n_pos)
+    if isinstance(tokens, jax.Array) and not tokens.is_fully_addressable:
+        tokens = _gathered(tokens)  # a global batch: every process needs all of it
     mask = validate_attention_mask(model, attention_mask, np.asarray(tokens))
     n_nodes = site.n_nodes(model, n_pos)
     mesh = _mesh(devices)
@@ -277,9 +307,7 @@ def _prepare(model, params, tokens, site, sources, metric, chunk_size, devices, 
     n_dev = 1
     if mesh is not None:
         n_dev = mesh.devices.size
-        replicated = NamedSharding(mesh, PartitionSpec())
-        params, tokens, sources, mask = jax.device_put(
-            (params, jnp.asarray(tokens), sources, mask), replicated)
+        params, tokens, sources, mask = _replicate((params, tokens, sources, mask), mesh)
     if not suffix.supported(model):
         n_buckets = None
     leaves, static, treedef = split_leaves(metric)
@@ -308,7 +336,9 @@ def run_sweep(model: HookedModel, params, tokens, site: Site,
         chunk_size: nodes vmapped at once (memory: ``chunk_size`` forwards); None: a layer's
             nodes at once (with suffix buckets: a bucket's).
         devices: devices to shard each chunk's nodes over; default every device (no sharding
-            with one).
+            with one). In a multi-process run (:mod:`jinterp.distributed`) the default spans
+            every process: pass host values that all processes hold alike (or global arrays);
+            the result is then a global array, read it with ``distributed.to_host``.
         suffix_buckets: each node recomputes only the positions it can change, from its
             bucket's first position on (:mod:`jinterp.patching.suffix`); this many suffix
             lengths are compiled per layer. None: every position from the node's layer on (also

@@ -11,6 +11,13 @@ one sweep on one activation stream (one compiled program). A rerun with the same
 resumes from the last checkpoint; one with other settings stops with the differing fields.
 Everything goes through :func:`jinterp.sae.train_on_model` (the same from Python).
 
+Several devices or hosts: ``--mesh data=D,model=M`` splits the forwards, the buffer and the
+batches over ``D`` and each SAE's latents over ``M`` (``D * M`` = every device of every
+process). A multi-process run starts the *same* command once per process with
+``--coordinator host:port --num-processes N --process-id i`` (or lets the cluster's variables
+say it: SLURM, Cloud TPU; see ``docs/scale_out_runs.md``); process 0 writes the logs and files.
+SIGTERM saves a checkpoint at the next step and exits with status 0; rerun to resume.
+
 Transcoders and crosscoders use the same command::
 
     # a transcoder replacing block 6's MLP, with a skip connection
@@ -29,6 +36,7 @@ import itertools
 import sys
 from collections.abc import Sequence
 
+from jinterp import distributed
 from jinterp.sae.config import ARCHITECTURE_NAMES, SAEConfig
 from jinterp.sae.model_trainer import train_on_model
 from jinterp.sae.sources import SyntheticTokenSource, TokenArraySource, text_source
@@ -81,7 +89,42 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="model dtype (default: the checkpoint's)")
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--mesh", default=None, type=parse_mesh, metavar="data=D,model=M",
+                   help="split the run over D x M devices (all devices of all processes; "
+                   "default: one device)")
+    distributed.add_arguments(p)
     return p
+
+
+def parse_mesh(text: str) -> dict[str, int]:
+    """``"data=4,model=2"`` -> ``{"data": 4, "model": 2}`` (a missing axis has size 1)."""
+    sizes = {"data": 1, "model": 1}
+    for part in (p for p in text.split(",") if p.strip()):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name not in sizes or not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(
+                f"--mesh {text!r}: expected data=D,model=M with positive integers (e.g. "
+                "data=4,model=2)")
+        sizes[name] = int(value)
+    return sizes
+
+
+def make_run_mesh(sizes: dict[str, int] | None):
+    """The ``data x model`` mesh over every device of every process, or None."""
+    if sizes is None:
+        return None
+    import jax
+
+    from jinterp.sharding import make_mesh
+
+    n = sizes["data"] * sizes["model"]
+    if n != jax.device_count():
+        raise SystemExit(f"--mesh data={sizes['data']},model={sizes['model']} covers {n} "
+                         f"devices but the run has {jax.device_count()} "
+                         f"({jax.process_count()} processes x {jax.local_device_count()}): "
+                         f"choose sizes whose product is {jax.device_count()}.")
+    return make_mesh(sizes["data"], sizes["model"])
 
 
 CROSSCODER = "crosscoder"
@@ -148,6 +191,8 @@ def _special_ids(model_dir: str, want: bool) -> tuple[list[int], object]:
 def main(argv: Sequence[str] | None = None):
     """Runs the command; returns the :class:`~jinterp.sae.ModelTrainResult`."""
     args = parser().parse_args(argv)
+    distributed.initialize_from_args(args)  # before anything touches a device
+    mesh = make_run_mesh(args.mesh)
     model, params = _load_models(args.model, args.dtype)
     hooks = [h for h in args.hooks.split(",") if h] if args.hooks else [args.hook]
     if args.hook_out is not None and (len(hooks) > 1 or len(args.model) > 1):
@@ -180,7 +225,7 @@ def main(argv: Sequence[str] | None = None):
         configs, lrs = [c for c in configs for _ in lrs], [lr for _ in configs for lr in lrs]
     names = {"model_name": str(args.model[0])} if len(args.model) == 1 else {
         "model_name": str(args.model[0]), "model_names": [str(m) for m in args.model]}
-    return train_on_model(
+    result = train_on_model(
         model, params, configs, hooks[0] if len(hooks) == 1 else hooks, source, args.steps,
         hook_out=args.hook_out, lr=lrs[0] if len(lrs) == 1 else lrs, seeds=args.seed,
         batch_size=args.batch_size,
@@ -188,8 +233,14 @@ def main(argv: Sequence[str] | None = None):
         exclude_first=args.exclude_first, out_dir=args.out,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every,
         eval_every=args.eval_every or (args.steps if eval_tokens is not None else None),
-        eval_tokens=eval_tokens, progress=not args.no_progress,
+        eval_tokens=eval_tokens, progress=not args.no_progress, mesh=mesh,
         metadata={**names, "dataset_path": str(args.tokens or args.text or "synthetic")})
+    if result.preempted and distributed.is_main():
+        step = int(distributed.to_host(result.state["sae"][0].step)[0])
+        print(f"stopped by a signal after step {step} of {args.steps}: checkpoint saved in "
+              f"{args.out}/checkpoints; rerun the same command to resume.", flush=True)
+    distributed.shutdown()
+    return result
 
 
 if __name__ == "__main__":

@@ -29,6 +29,21 @@ with the ``hook_name``, ``training.png`` and ``summary.json``; for a crosscoder 
 checkpoints (model diffing) each dictionary's directory also gets ``diff.json`` and
 ``diff.png`` (:func:`jinterp.sae.diffing.write_diff`: shared / base-only / fine-tuned-only
 latents), summarised under ``"diff"`` in ``summary.json``.
+
+Several devices and processes (``mesh=``, a ``data x model`` mesh, e.g. over every process of
+a multi-host run, :mod:`jinterp.distributed`): the LM forward is data-parallel (each process
+loads only its rows of each token batch; the port's parameters are replicated), the store's
+buffer and batches are split over ``data``, and every SAE's latents (encoder columns, decoder
+rows, Adam moments, dead-latent counters) over ``model`` (:mod:`jinterp.sae.sharding`). Logs,
+figures, ``run.json``, ``summary.json`` and the SAELens files come from process 0 only;
+checkpoints are written by every process together. The result's ``params`` are host copies
+on every process.
+
+Preemption: SIGTERM (a scheduler's notice) makes the loop save a checkpoint at the next step
+boundary (every process at the same step, :class:`jinterp.preemption.Preemption`) and return
+with ``preempted=True``; rerunning the same call resumes from it. In a multi-process run the
+processes agree on the signal every ``log_every`` steps (a tiny all-gather at the steps whose
+metrics are fetched anyway).
 """
 
 from __future__ import annotations
@@ -43,11 +58,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from jinterp import distributed
 from jinterp.checkpoint import Checkpointer
 from jinterp.model import HookedModel
+from jinterp.preemption import Preemption
 from jinterp.sae import diffing, model_streams
+from jinterp.sae import sharding as sae_sharding
 from jinterp.sae.config import SAEConfig
 from jinterp.sae.crosscoder import block_scales, fold_block_scales
 from jinterp.sae.crosscoder_eval import evaluate_crosscoder
@@ -78,6 +97,8 @@ class ModelTrainResult:
         evals: evaluation rows (``step``, ``instance`` and :func:`evaluate`'s dict).
         state: the final ``{"sae": ..., "store": ...}`` pytree (resume from it); a
             crosscoder's also holds ``"scales"``, its per-block normalisation.
+        preempted: the run stopped early on a stop signal (a checkpoint was saved when it
+            has an ``out_dir``; no SAE files were written).
     """
 
     configs: list[SAEConfig]
@@ -85,6 +106,7 @@ class ModelTrainResult:
     history: list[dict[str, Any]]
     evals: list[dict[str, Any]]
     state: dict
+    preempted: bool = False
 
 
 def _source_description(source: TokenSource) -> dict[str, Any]:
@@ -125,10 +147,13 @@ def _check_resume(path: str, settings: dict[str, Any]) -> None:
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3), donate_argnums=(4, 5))
 def _sae_step(plan: SweepPlan, tcfg: TrainConfig, store: ActivationStore, streams: Streams,
               states: tuple, store_state: StoreState, scales) -> tuple[tuple, StoreState, dict]:
-    """Pop a batch from the device buffer and step every SAE of the sweep (one program)."""
+    """Pop a batch from the device buffer and step every SAE of the sweep (one program);
+    with the store's mesh the batch is split over ``data`` and latents over ``model``."""
     rows, store_state = pop_rows(store, store_state)
+    store_state = store_state.replace(rows={k: store.constrain_rows(v)
+                                            for k, v in store_state.rows.items()})
     batch = model_streams.batch(streams, rows, scales)
-    states, metrics = sweep_step(plan, tcfg, states, batch)
+    states, metrics = sweep_step(plan, tcfg, states, batch, mesh=store.mesh)
     metrics = model_streams.raw_metrics(streams, batch, metrics, states[0].norm_scale[0],
                                         states[0].target_norm_scale[0])
     return states, store_state, metrics
@@ -142,12 +167,12 @@ def _initial_states(plan: SweepPlan, store: ActivationStore, streams: Streams, p
     crosscoder: one per block (kept in the run state), the concatenation then has scale 1.
     """
     store_state, fill, _ = store.fill(params, store.init(), 0, 0)
-    host = {k: np.asarray(v)[:fill] for k, v in jax.device_get(store_state.rows).items()}
+    host = {k: np.asarray(v)[:fill] for k, v in distributed.to_host(store_state.rows).items()}
     xs, y = model_streams.samples(streams, host)
     extra = {}
     if streams.kind == Kind.CROSSCODER:
         scales = block_scales(xs) if normalize else np.ones(len(xs))
-        extra["scales"] = jnp.asarray(scales, jnp.float32)
+        extra["scales"] = np.asarray(scales, np.float32)
         sample = np.concatenate([x * s for x, s in zip(xs, scales)], axis=-1)
         scale, t_scale, centre_of = 1.0, 1.0, sample
     else:
@@ -162,6 +187,11 @@ def _initial_states(plan: SweepPlan, store: ActivationStore, streams: Streams, p
         scaled = jnp.asarray(centre_of) * (t_scale if y is not None else scale)
         centre = geometric_median(scaled) if b_dec_init == "geometric_median" else scaled.mean(0)
         states = tuple(_with_b_dec(s, centre) for s in states)
+    if store.mesh is not None:  # every process computed the same values from the same rows
+        states = sae_sharding.shard_state(jax.device_get(states), store.mesh)
+        extra = sae_sharding.place_host(extra, NamedSharding(store.mesh, PartitionSpec()))
+    else:
+        extra = jax.tree.map(jnp.asarray, extra)
     return {"sae": states, "store": store_state, **extra}
 
 
@@ -185,7 +215,8 @@ def _with_b_dec(state, centre):
 
 
 def _rows_of(metrics: dict, first: int, n_instances: int) -> list[dict[str, Any]]:
-    host = {k: np.asarray(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 2}
+    host = {k: np.asarray(v) for k, v in distributed.to_host(metrics).items()
+            if np.ndim(v) == 2}
     rows = []
     for s in range(next(iter(host.values())).shape[0]):
         for i in range(n_instances):
@@ -206,7 +237,7 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
                    normalize: bool = True,
                    b_dec_init: str | None = "geometric_median", store_seed: int = 0,
                    metadata: dict[str, Any] | None = None,
-                   progress: bool = True) -> ModelTrainResult:
+                   progress: bool = True, mesh: Mesh | None = None) -> ModelTrainResult:
     """Trains one SAE (or a sweep of them on one activation stream) on ``model`` at ``hook``.
 
     Also a transcoder (``hook_out``) or a crosscoder (several hooks, or several checkpoints in
@@ -237,9 +268,16 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
         normalize / b_dec_init: as :func:`jinterp.sae.train`.
         store_seed: seeds the buffer's shuffles.
         metadata: extra SAELens metadata for the saved files (e.g. ``model_name``).
-        progress: show a tqdm bar.
+        progress: show a tqdm bar (process 0 only).
+        mesh: a ``data x model`` mesh (:func:`jinterp.sharding.make_mesh`; in a multi-process
+            run over every process's devices): data-parallel forwards and store, latents
+            split over ``model`` (see the module docstring). None: one device, as before.
     """
     configs = [configs] if isinstance(configs, SAEConfig) else list(configs)
+    if mesh is not None and jax.process_count() > 1:
+        distributed.check_mesh(mesh)
+    main = distributed.is_main()
+    spans_processes = mesh is not None and jax.process_count() > 1
     if checkpoint_every is not None and out_dir is None:
         raise ValueError("checkpoint_every needs out_dir")
     n_ckpt = len(params) if isinstance(params, (list, tuple)) else 1
@@ -247,7 +285,12 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
     params = list(params) if n_ckpt > 1 else params
     store = ActivationStore(model, store_hooks, source, batch_size=batch_size,
                             buffer_batches=buffer_batches, exclude_ids=exclude_ids,
-                            exclude_first=exclude_first, seed=store_seed, checkpoints=n_ckpt)
+                            exclude_first=exclude_first, seed=store_seed, checkpoints=n_ckpt,
+                            mesh=mesh)
+    eval_params = params  # evaluation runs on each process's own first device
+    if mesh is not None:  # the forwards: parameters replicated over the mesh
+        params = sae_sharding.place_host(jax.device_get(params),
+                                         NamedSharding(mesh, PartitionSpec()))
     model_streams.check_configs(streams, configs, store.widths)
     plan = plan_sweep(configs)
     n = plan.n_instances
@@ -262,39 +305,42 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
         _check_resume(os.path.join(out_dir, "run.json"), settings)
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "run.json"), "w") as fh:
-            json.dump(settings, fh, indent=1)
+        _barrier("jinterp_sae_resume_checked")  # every process read run.json before it changes
+        if main:
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "run.json"), "w") as fh:
+                json.dump(settings, fh, indent=1)
     make = functools.partial(_initial_states, plan, store, streams, params, seeds, lrs, tcfg,
                              normalize, b_dec_init)
-    if checkpoint_every:
-        ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"))
+    ckpt_dir = None if out_dir is None else os.path.join(out_dir, "checkpoints")
+    if checkpoint_every or (ckpt_dir is not None and os.path.isdir(ckpt_dir)):
+        ckpt = Checkpointer(ckpt_dir)  # also resumes a run that a stop signal cut short
     if ckpt is not None and ckpt.latest_step() is not None:
-        like = {"sae": jax.eval_shape(lambda: sweep_state(plan, seeds, lr=lrs, tcfg=tcfg)),
-                "store": jax.eval_shape(store.init)}
-        if streams.kind == Kind.CROSSCODER:
-            like["scales"] = jax.ShapeDtypeStruct((streams.n_blocks,), jnp.float32)
-        state = ckpt.restore(like)
+        state = ckpt.restore(_restore_target(plan, store, streams, seeds, lrs, tcfg))
     else:
         state = make()
-    start = int(state["sae"][0].step[0])
-    fill, next_batch = int(state["store"].fill), int(state["store"].next_batch)
-    if out_dir is not None:
+    start = int(distributed.to_host(state["sae"][0].step)[0])
+    fill, next_batch = (int(v) for v in distributed.to_host(
+        (state["store"].fill, state["store"].next_batch)))
+    if out_dir is not None and main:  # the others keep this run's rows only
         history = _rewind_jsonl(os.path.join(out_dir, "metrics.jsonl"), start)
         evals = _rewind_jsonl(os.path.join(out_dir, "evals.jsonl"), start)
+    log_dir = out_dir if main else None
 
     def run_eval(step: int) -> None:
         for i, p in enumerate(_folded(plan, state, streams)):
             row = {"step": step, "instance": i,
-                   **_evaluate(model, params, configs[i], p, streams, eval_tokens,
+                   **_evaluate(model, eval_params, configs[i], p, streams, eval_tokens,
                                tuple(exclude_ids))}
             evals.append(row)
-            _append(out_dir, "evals.jsonl", [row])
+            _append(log_dir, "evals.jsonl", [row])
 
-    bar = tqdm(total=steps, initial=start, disable=not progress,
+    bar = tqdm(total=steps, initial=start, disable=not (progress and main),
                desc=f"{streams.kind.value} on {', '.join(k for _, k in streams.blocks)}")
     pending: list[dict] = []
     first_pending = start + 1
+    preempted = False
+    preempt = Preemption(every=max(1, log_every)).__enter__()
     try:
         for step in range(start, steps):
             store_state, fill, next_batch = store.fill(params, state["store"], fill, next_batch)
@@ -304,13 +350,16 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
             fill -= batch_size
             pending.append(metrics)
             done = step + 1
-            if done % log_every == 0 or done == steps or (
+            # collective only when the run spans processes (a mesh-less run stays local)
+            preempted = done < steps and (preempt.should_stop(step) if spans_processes
+                                          else preempt.requested)
+            if done % log_every == 0 or done == steps or preempted or (
                     checkpoint_every and done % checkpoint_every == 0):
                 stacked = jax.tree.map(lambda *m: jnp.stack(m), *pending)
                 rows = [r for r in _rows_of(stacked, first_pending, n)
                         if r["step"] % log_every == 0 or r["step"] == steps]
                 history.extend(rows)
-                _append(out_dir, "metrics.jsonl", rows)
+                _append(log_dir, "metrics.jsonl", rows)
                 pending, first_pending = [], done + 1
                 if rows:
                     bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", l0=f"{rows[-1]['l0']:.1f}",
@@ -318,19 +367,54 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
             if eval_tokens is not None and eval_every and (done % eval_every == 0
                                                            or done == steps):
                 run_eval(done)
-            if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
+            if preempted:
+                if out_dir is not None:
+                    ckpt = ckpt or Checkpointer(ckpt_dir)
+                    ckpt.save(done, state)
+                break
+            if ckpt is not None and checkpoint_every and (done % checkpoint_every == 0
+                                                          or done == steps):
                 ckpt.save(done, state)
             bar.update(1)
     finally:
+        preempt.__exit__(None, None, None)
         bar.close()
         if ckpt is not None:
             ckpt.close()
     folded = _folded(plan, state, streams)
-    if out_dir is not None:
-        _write_outputs(out_dir, configs, folded, history, evals, hook, source, metadata,
-                       streams, state["store"])
+    if out_dir is not None and not preempted:
+        # a collective when the buffer is split over processes: every process takes part
+        store_host = distributed.to_host(state["store"]) if _diffs_wanted(streams) else None
+        if main:
+            _write_outputs(out_dir, configs, folded, history, evals, hook, source, metadata,
+                           streams, store_host)
     return ModelTrainResult(configs=configs, params=folded, history=history, evals=evals,
-                            state=state)
+                            state=state, preempted=preempted)
+
+
+def _barrier(name: str) -> None:
+    """Waits for every process (a no-op for one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _restore_target(plan: SweepPlan, store: ActivationStore, streams: Streams, seeds, lrs,
+                    tcfg: TrainConfig) -> dict:
+    """The run state's shapes and dtypes (and, with a mesh, shardings) to restore into."""
+    like = {"sae": jax.eval_shape(lambda: sweep_state(plan, seeds, lr=lrs, tcfg=tcfg)),
+            "store": jax.eval_shape(store.init)}
+    if streams.kind == Kind.CROSSCODER:
+        like["scales"] = jax.ShapeDtypeStruct((streams.n_blocks,), jnp.float32)
+    if store.mesh is None:
+        return like
+    rep = NamedSharding(store.mesh, PartitionSpec())
+    shardings = {"sae": sae_sharding.state_shardings(like["sae"], store.mesh),
+                 "store": store.state_shardings(),
+                 **({"scales": rep} if "scales" in like else {})}
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        like, shardings)
 
 
 def _evaluate(model, params, cfg, p, streams: Streams, tokens, exclude_ids) -> dict:
@@ -346,11 +430,15 @@ def _evaluate(model, params, cfg, p, streams: Streams, tokens, exclude_ids) -> d
 def _folded(plan: SweepPlan, state: dict, streams: Streams) -> list[dict]:
     """Each instance's parameters for raw activations (every normalisation folded in)."""
     out = []
+    # host copies (gathering the latents other processes hold), back on this process's device
+    host = jax.tree.map(jnp.asarray, distributed.to_host(state["sae"]))
+    scales = distributed.to_host(state["scales"]) if streams.kind == Kind.CROSSCODER else None
     for i, cfg in enumerate(plan.configs):
-        st = jax.device_get(instance_state(plan, state["sae"], i))
-        p = fold_norm_scale(cfg, st.params, float(st.norm_scale), float(st.target_norm_scale))
+        st = instance_state(plan, host, i)
+        p = jax.device_get(fold_norm_scale(cfg, st.params, float(st.norm_scale),
+                                           float(st.target_norm_scale)))
         if streams.kind == Kind.CROSSCODER:
-            p = jax.device_get(fold_block_scales(cfg, p, jax.device_get(state["scales"])))
+            p = jax.device_get(fold_block_scales(cfg, p, scales))
         out.append(p)
     return out
 
@@ -381,7 +469,7 @@ def _hook_metadata(streams: Streams) -> tuple[dict[str, Any], str]:
 
 
 def _write_outputs(out_dir: str, configs, folded, history, evals, hook, source,
-                   metadata, streams: Streams, store_state: StoreState) -> None:
+                   metadata, streams: Streams, store_state: StoreState | None) -> None:
     """SAELens files with the hook names, the figure and summary.json; for a crosscoder over
     two checkpoints also each dictionary's model-diffing summary (``diff.json``, ``diff.png``:
     :func:`jinterp.sae.diffing.write_diff`, live latents counted on the final buffer)."""
@@ -409,11 +497,16 @@ def _write_outputs(out_dir: str, configs, folded, history, evals, hook, source,
         json.dump(summary, fh, indent=1)
 
 
-def _write_diffs(dirs, configs, folded, streams: Streams, store_state: StoreState
+def _diffs_wanted(streams: Streams) -> bool:
+    """A crosscoder whose blocks span two checkpoints gets a model-diffing summary."""
+    return streams.kind == Kind.CROSSCODER and {c for c, _ in streams.blocks} == {0, 1}
+
+
+def _write_diffs(dirs, configs, folded, streams: Streams, store_state: StoreState | None
                  ) -> list[dict] | None:
     """Each dictionary's shared / exclusive analysis when its blocks span two checkpoints
     (checkpoint 0's blocks against checkpoint 1's); None otherwise."""
-    if streams.kind != Kind.CROSSCODER or {c for c, _ in streams.blocks} != {0, 1}:
+    if not _diffs_wanted(streams):
         return None
     groups = [[b for b, (c, _) in enumerate(streams.blocks) if c == i] for i in (0, 1)]
     rows, fill = jax.device_get((store_state.rows, store_state.fill))  # rows [0, fill) live

@@ -47,8 +47,8 @@ from jinterp import sharding as table
 from jinterp.sharding import DATA, MODEL, make_mesh
 
 __all__ = ["DATA", "MODEL", "PARAM_AXES", "active_mesh", "batch_sharding", "constrain_batch",
-           "constrain_state", "make_mesh", "shard_batch", "shard_state", "state_shardings",
-           "top_k"]
+           "constrain_state", "make_mesh", "place_host", "shard_batch", "shard_state",
+           "state_shardings", "top_k"]
 
 # Logical axes of every SAE parameter (and so of its Adam moments, found by the same name).
 PARAM_AXES: dict[str, tuple[str, ...]] = {
@@ -101,8 +101,34 @@ def state_shardings(state: Any, mesh: table.AnyMesh) -> Any:
 
 
 def shard_state(state: Any, mesh: Mesh) -> Any:
-    """Places a training state (or params) on ``mesh``: ``d_sae`` split over ``model``."""
-    return jax.device_put(state, state_shardings(state, mesh))
+    """Places a training state (or params) on ``mesh``: ``d_sae`` split over ``model``.
+
+    In a multi-process run pass host values that every process computed alike: they are
+    placed by :func:`place_host` (``jax.device_put`` would compare them across processes,
+    one collective per leaf).
+    """
+    shardings = state_shardings(state, mesh)
+    if jax.process_count() > 1:
+        return place_host(jax.device_get(state), shardings)
+    return jax.device_put(state, shardings)
+
+
+def place_host(tree: Any, shardings: Any) -> Any:
+    """Global arrays from host values that every process holds whole (identical everywhere).
+
+    Each process fills only its own devices' slices (``jax.make_array_from_callback``); no
+    data crosses processes and nothing checks that the processes agree, so the values must
+    be computed deterministically from the same inputs (seeds, the same buffer rows).
+    ``shardings`` is one ``Sharding`` for every leaf or a matching pytree.
+    """
+    if isinstance(shardings, jax.sharding.Sharding):
+        shardings = jax.tree.map(lambda _: shardings, tree)
+
+    def one(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(one, tree, shardings)
 
 
 def _batch_axes(ndim: int) -> tuple[str | None, ...]:

@@ -24,6 +24,15 @@ With ``checkpoints=n`` the store runs the same port with ``n`` parameter sets (c
 one model: base and fine-tuned) on the same tokens, ``params`` is then a sequence of them, and
 the buffer keys are ``"{i}/{hook}"``: row ``i`` is still the same token in every buffer (what a
 two-model crosscoder for model diffing reads).
+
+With ``mesh=`` (a ``data x model`` mesh, possibly over several processes) the forward is
+data-parallel: each process loads only its rows of every token batch
+(:func:`jinterp.distributed.local_rows`), the rows form one global ``[batch, pos]`` array split
+over ``data``, the port's parameters are replicated, and the buffer's rows are split over
+``data`` too. The programs are the same functions; only their inputs' and outputs' shardings
+change, so the buffer holds exactly the single-device rows in the same order. The kept-row
+count of a push then needs every process's tokens: with excluded ids it is summed across
+processes (one tiny host collective per push); without, it is known from the shape alone.
 """
 
 from __future__ import annotations
@@ -36,8 +45,10 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Float, Int, UInt32
 
+from jinterp import distributed
 from jinterp.model import HookedModel
 from jinterp.names import split_name
 from jinterp.run import _forward, make_cache, prepare
@@ -128,12 +139,15 @@ class ActivationStore:
         checkpoints: run the model with this many parameter sets (``params`` becomes a
             sequence of them at every push); buffer keys ``"{i}/{hook}"`` (see the module
             docstring).
+        mesh: a mesh with a ``data`` axis (see the module docstring): token batches and the
+            buffer split over it; None: one device.
     """
 
     def __init__(self, model: HookedModel, hooks: str | HookSpec | Sequence[str | HookSpec],
                  source: TokenSource, *, batch_size: int, buffer_batches: int = 8,
                  exclude_ids: Sequence[int] = (), exclude_first: bool = False, seed: int = 0,
-                 dtype: str = "float32", checkpoints: int = 1):
+                 dtype: str = "float32", checkpoints: int = 1,
+                 mesh: Mesh | None = None):
         hooks = [hooks] if isinstance(hooks, (str, HookSpec)) else list(hooks)
         if not hooks:
             raise ValueError("the store needs at least one hook name")
@@ -155,6 +169,22 @@ class ActivationStore:
         #: The store's ``stop_at_layer``: the deepest hook's layer + 1 (None: the final norm).
         self.stop_at_layer = None if final else max((l + 1 for l in layers if l is not None),
                                                     default=0)
+        self.mesh = mesh
+        if mesh is not None:
+            self._check_mesh(mesh, buffer_batches)
+
+    def _check_mesh(self, mesh: Mesh, buffer_batches: int) -> None:
+        if "data" not in mesh.axis_names:
+            raise ValueError(f"the store splits tokens over a 'data' mesh axis; this mesh has "
+                             f"axes {mesh.axis_names}.")
+        n = mesh.shape["data"]
+        for what, rows, fix in (
+                ("the forward batch", self.forward_shape[0], "the sequences per forward"),
+                ("the SAE batch", self.batch_size, "batch_size"),
+                ("the buffer", self.capacity, "buffer_batches")):
+            if rows % n:
+                raise ValueError(f"{what} ({rows} rows) does not split over the mesh's data axis "
+                                 f"of {n}: make {fix} a multiple of {n}.")
 
     # ------------------------------------------------------------------ declarations
     def _width(self, hook: HookSpec) -> int:
@@ -196,9 +226,59 @@ class ActivationStore:
         """How many rows a push of ``tokens`` adds (host side, from the ids alone)."""
         return int(token_mask(tokens, self.exclude_ids, self.exclude_first).sum())
 
+    def _kept_global(self, local: Int[np.ndarray, "rows pos"], rows: slice) -> int:
+        """:meth:`kept` of the whole batch from this process's rows of it (``rows``).
+
+        Processes whose devices share a ``data`` slice load the same rows: each block of rows
+        is counted once.
+        """
+        if jax.process_count() == 1:
+            return self.kept(local)
+        if not self.exclude_ids:  # a function of the shape alone: no collective
+            per_row = self.forward_shape[1] - (1 if self.exclude_first else 0)
+            return self.forward_shape[0] * per_row
+        from jax.experimental import multihost_utils
+
+        mine = np.asarray([rows.start, rows.stop, self.kept(local)], np.int64)
+        blocks = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 3)
+        return int(sum({(a, b): n for a, b, n in blocks.tolist()}.values()))
+
+    def load(self, index: int) -> tuple[Int[Array, "batch pos"], int]:
+        """Token batch ``index`` on the device(s) and its kept-row count.
+
+        With a mesh each process reads only its rows (``source.batch_rows(index, rows)`` when
+        the source has it, else rows of ``source.batch(index)``) and they are assembled into
+        one global array split over ``data``.
+        """
+        if self.mesh is None:
+            tokens = self.source.batch(index)
+            return jnp.asarray(tokens), self.kept(tokens)
+        n_rows = self.forward_shape[0]
+        rows = distributed.local_rows(n_rows, self.mesh, PartitionSpec("data"))
+        read = getattr(self.source, "batch_rows", None)
+        local = np.asarray(read(index, rows) if read is not None
+                           else self.source.batch(index)[rows], np.int32)
+        tokens = distributed.global_batch(local, self.mesh, PartitionSpec("data"), n_rows)
+        return tokens, self._kept_global(local, rows)
+
     # ------------------------------------------------------------------ state
     def init(self) -> StoreState:
-        """An empty buffer at token batch 0."""
+        """An empty buffer at token batch 0 (with a mesh: rows split over ``data``)."""
+        if self.mesh is not None:
+            return jax.jit(self._empty, out_shardings=self.state_shardings())()
+        return self._empty()
+
+    def state_shardings(self) -> StoreState:
+        """A :class:`StoreState` of ``NamedSharding`` s (rows over ``data``, the rest
+        replicated); raises without a mesh."""
+        if self.mesh is None:
+            raise ValueError("a store without a mesh has no shardings")
+        rows = NamedSharding(self.mesh, PartitionSpec("data", None))
+        rep = NamedSharding(self.mesh, PartitionSpec())
+        return StoreState(rows={k: rows for k in self.widths}, fill=rep, key=rep,
+                          next_batch=rep)
+
+    def _empty(self) -> StoreState:
         return StoreState(
             rows={k: jnp.zeros((self.capacity, d), self.dtype) for k, d in self.widths.items()},
             fill=jnp.zeros((), jnp.int32), key=jax.random.PRNGKey(self.seed),
@@ -264,9 +344,9 @@ class ActivationStore:
             if not self.needs_push(fill):
                 raise ValueError(f"the buffer of {self.capacity} rows cannot hold a batch of "
                                  f"{self.batch_size} rows: raise buffer_batches.")
-            tokens = self.source.batch(next_batch)
-            state = self.push(params, state, jnp.asarray(tokens))
-            fill, next_batch = fill + self.kept(tokens), next_batch + 1
+            tokens, kept = self.load(next_batch)
+            state = self.push(params, state, tokens)
+            fill, next_batch = fill + kept, next_batch + 1
         return state, fill, next_batch
 
     def next_batch(self, params, state: StoreState, fill: int, next_batch: int
@@ -279,7 +359,15 @@ class ActivationStore:
     def _static_key(self) -> tuple:
         """What the jitted push / pop depend on (not the source, nor the seed: data)."""
         return (self.model, self.hooks, self.exclude_ids, self.exclude_first, self.batch_size,
-                str(self.dtype), self.forward_shape, self.capacity, self.checkpoints)
+                str(self.dtype), self.forward_shape, self.capacity, self.checkpoints,
+                self.mesh)
+
+    def constrain_rows(self, rows: Float[Array, "n d"]) -> Float[Array, "n d"]:
+        """Inside a program: keeps buffer rows split over ``data`` (a no-op without a mesh)."""
+        if self.mesh is None:
+            return rows
+        return jax.lax.with_sharding_constraint(
+            rows, NamedSharding(self.mesh, PartitionSpec("data", None)))
 
     def __hash__(self) -> int:  # a static argument of jit: equal stores share programs
         return hash(self._static_key())
@@ -303,7 +391,7 @@ def _push(store: ActivationStore, params, state: StoreState,
     for name, buf in state.rows.items():
         new = acts[name].reshape(-1, buf.shape[1]).astype(buf.dtype)[order]
         buf = jax.lax.dynamic_update_slice(buf, new, (state.fill, 0))
-        rows[name] = buf[perm]
+        rows[name] = store.constrain_rows(buf[perm])
     return StoreState(rows=rows, fill=fill, key=key, next_batch=state.next_batch + 1)
 
 
