@@ -25,6 +25,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import socket
+import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,10 +165,83 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         raise ValueError(f"process_id={process_id} must lie in [0, {num_processes}): give each "
                          f"of the {num_processes} processes its own --process-id 0..."
                          f"{num_processes - 1}")
-    _start(coordinator_address, num_processes, process_id, timeout_s=timeout_s,
-           heartbeat_s=heartbeat_s, local_device_ids=local_device_ids)
+    where = f"process {process_id} of {num_processes} (coordinator {coordinator_address})"
+    if process_id == 0:
+        _check_port_free(coordinator_address, where)
+    else:
+        _wait_for_coordinator(coordinator_address, timeout_s, where)
+    with _JoinWatchdog(where, num_processes, timeout_s):
+        _start(coordinator_address, num_processes, process_id, timeout_s=timeout_s,
+               heartbeat_s=heartbeat_s, local_device_ids=local_device_ids)
     _check_agreement(num_processes, process_id, timeout_s)
     return Processes(process_id, num_processes, coordinator_address)
+
+
+def _check_port_free(address: str, where: str) -> None:
+    """Process 0 serves the coordinator: a port that already answers is a clear error (JAX's
+    server shares ports, so a second server would start and both would wait forever),
+    typically a second process started as ``--process-id 0``."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=0.5).close()
+    except OSError:
+        return
+    raise ValueError(f"{where}: something already serves {address}. Another process was "
+                     "probably also started with --process-id 0 (give each id to exactly one "
+                     "process), or another program holds the port: choose a free "
+                     "--coordinator port")
+
+
+def _wait_for_coordinator(address: str, timeout_s: float, where: str) -> None:
+    """Waits until process 0's coordinator accepts connections, or raises TimeoutError (JAX
+    itself would abort the process with a message about a dead task)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1.0).close()
+            return
+        except OSError as err:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{where}: the coordinator {address} did not answer within {timeout_s} s "
+                    f"({err.strerror or err}). Process 0 serves it: start process 0 with the "
+                    "same --coordinator, check the host name and port and that no firewall "
+                    "blocks it, or raise --init-timeout") from None
+            time.sleep(0.2)
+
+
+class _JoinWatchdog:
+    """Ends the process with a clear message when the group has not formed in ``timeout_s``.
+
+    JAX's coordination client aborts the whole process (SIGABRT, a C++ stack trace and a
+    message about a task that died) when its registration deadline passes, and that cannot be
+    caught. A worker that never starts is the usual cause, so this says that instead, a little
+    before JAX's own deadline (``_start`` gives JAX a few more seconds), and exits with status 1.
+    """
+
+    def __init__(self, where: str, num_processes: int, timeout_s: float):
+        self.where, self.n, self.timeout_s = where, num_processes, timeout_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="jinterp-join")
+
+    def _watch(self) -> None:
+        if self._done.wait(self.timeout_s):
+            return
+        print(f"TimeoutError: {self.where}: not all {self.n} processes joined within "
+              f"{self.timeout_s} s. A process that never started (or crashed before "
+              "jinterp.distributed.initialize) leaves the others waiting: start all "
+              f"{self.n} with the same --coordinator and --num-processes and ids 0..{self.n - 1} "
+              "(each once), or raise --init-timeout.", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    def __enter__(self) -> _JoinWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
 
 
 def _start(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -178,7 +255,7 @@ def _start(coordinator_address: str | None = None, num_processes: int | None = N
     try:
         jax.distributed.initialize(coordinator_address, num_processes, process_id,
                                    local_device_ids=local_device_ids,
-                                   initialization_timeout=int(timeout_s),
+                                   initialization_timeout=int(timeout_s) + _JAX_GRACE_S,
                                    heartbeat_timeout_seconds=int(heartbeat_s),
                                    shutdown_timeout_seconds=int(timeout_s))
     except RuntimeError as err:
@@ -188,6 +265,10 @@ def _start(coordinator_address: str | None = None, num_processes: int | None = N
         raise _join_error(where, num_processes, timeout_s, err) from err
     except Exception as err:  # the coordination service reports timeouts as XlaRuntimeError
         raise _join_error(where, num_processes, timeout_s, err) from err
+
+
+#: Extra seconds JAX's own join deadline gets, so that :class:`_JoinWatchdog` reports first.
+_JAX_GRACE_S = 5
 
 
 def _join_error(where: str, n: int | None, timeout_s: int, err: Exception) -> TimeoutError:
@@ -205,11 +286,17 @@ def _check_agreement(num_processes: int, process_id: int, timeout_s: int) -> Non
 
     client = _dist.global_state.client
     client.key_value_set(f"jinterp/num_processes/{process_id}", str(num_processes))
-    theirs = client.blocking_key_value_get("jinterp/num_processes/0", int(timeout_s) * 1000)
-    if int(theirs) != num_processes:
-        raise ValueError(f"process {process_id} was started with --num-processes "
-                         f"{num_processes} but process 0 with {theirs}: pass the same value to "
-                         "every process")
+    # Process 0 reads everyone's count, the others read process 0's: both sides of a
+    # mismatch fail (a process that sees only agreement would otherwise wait at its next
+    # collective for a peer that has already given up).
+    others = range(1, num_processes) if process_id == 0 else [0]
+    for other in others:
+        theirs = client.blocking_key_value_get(f"jinterp/num_processes/{other}",
+                                               int(timeout_s) * 1000)
+        if int(theirs) != num_processes:
+            raise ValueError(f"process {process_id} was started with --num-processes "
+                             f"{num_processes} but process {other} with {theirs}: pass the "
+                             "same value to every process")
 
 
 def shutdown() -> None:

@@ -7,6 +7,16 @@ batches), a tqdm progress bar, metrics to JSONL, orbax checkpoints every N steps
 resume (the data position is a function of the step, so a resumed run replays exactly the
 batches the uninterrupted one would have seen).
 
+Multi-process runs (:mod:`jinterp.distributed`): every process calls :func:`train` with the
+same arguments and a ``mesh`` over all processes' devices. The state lives sharded on that
+mesh (each process holds only its shards; checkpoints are written shard by shard and restore
+onto whatever mesh the resumed run uses), each process places only its own rows of every
+batch, and the metrics log, progress bar and ``metrics.jsonl`` come from process 0. SIGTERM
+(a preemption; :class:`~jinterp.preemption.Preemption`, polled after every compiled call and
+agreed across processes) saves a checkpoint at the next step boundary and returns early with
+``TrainResult.preempted`` set; run again, the job continues bit for bit. The checkpoint folder
+remembers the run's configuration and refuses to resume a different one.
+
 The log's ``mse`` is in normalised units (see below); ``mse_raw`` and ``fvu`` (centred, per
 batch) are in the activations' own units. A run shorter than ``dead_after_tokens`` gets a dead
 window scaled to it, with a warning (:func:`~jinterp.sae.schedule.scaled_dead_window`).
@@ -32,7 +42,9 @@ import numpy as np
 from jaxtyping import Array, Float
 from tqdm.auto import tqdm
 
+from jinterp import distributed
 from jinterp.checkpoint import Checkpointer
+from jinterp.preemption import Preemption
 from jinterp.sae import sharding as sharding_lib
 from jinterp.sae.architectures import Params
 from jinterp.sae.config import SAEConfig
@@ -99,29 +111,43 @@ class TrainResult:
         state: the final training state (normalised units; resume from it).
         params: the trained SAE with the normalisation folded in (for raw activations).
         history: the logged metrics, one dict per logged step (also in ``metrics.jsonl``).
+        preempted: the run stopped early on SIGTERM (after saving a checkpoint, if it keeps
+            them); run it again to continue.
     """
 
     state: TrainState
     params: Params
     history: list[dict[str, float | int]]
+    preempted: bool = False
 
 
-def _scalar_metrics(metrics: dict[str, Array]) -> dict[str, np.ndarray]:
+def _scalar_metrics(metrics: dict[str, Array | np.ndarray]) -> dict[str, np.ndarray]:
     """Host copies of the per-step scalar metrics (vectors such as ``fired`` are dropped)."""
-    host = jax.device_get(metrics)
+    host = distributed.to_host(metrics)
     return {k: np.asarray(v) for k, v in host.items() if np.ndim(v) <= 1}
 
 
-def _rewind_jsonl(path: str, step: int) -> list[dict[str, float | int]]:
+def _rewind_jsonl(path: str, step: int, *, write: bool = True) -> list[dict[str, float | int]]:
     """Keeps only log lines of steps <= ``step`` (a crashed run may have logged past its last
-    checkpoint) and returns them, so a resumed run's log equals an uninterrupted one's."""
+    checkpoint) and returns them, so a resumed run's log equals an uninterrupted one's.
+
+    The file is replaced atomically, so other processes that only read it (``write=False``)
+    see the old or the new lines, never half a file; a line cut by a crash is dropped."""
     if not os.path.exists(path):
         return []
+    rows = []
     with open(path) as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
+        for line in fh:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a killed run
+                continue
     rows = [r for r in rows if r["step"] <= step]
-    with open(path, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    if write:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        os.replace(tmp, path)
     return rows
 
 
@@ -181,6 +207,8 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
             y_data)`` with the same tokens row for row (each as above), an iterator of
             ``(x, y)`` pairs, or a :mod:`~jinterp.sae.transcoder_data` source; ``x`` and ``y``
             get their own normalisation scales and ``b_dec`` starts at the targets' median.
+            In a multi-process run every process passes the same data (each places only its
+            own rows of every batch).
         steps: total number of steps (a resumed run continues up to it).
         lr: base learning rate.
         tcfg: schedules and optimizer options; default: ``TrainConfig(total_steps=steps)``.
@@ -188,18 +216,32 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
         seed: seeds parameter init and the data order.
         out_dir: where ``metrics.jsonl`` and the ``checkpoints/`` folder go (None: nowhere).
         checkpoint_every: save the state every this many steps (needs ``out_dir``); a run
-            with a checkpoint in ``out_dir`` resumes from it.
+            with a checkpoint in ``out_dir`` resumes from it (on any mesh), and refuses one
+            written with a different ``cfg``, ``tcfg``, ``lr``, ``batch_size``, ``seed`` or
+            initialisation.
         steps_per_call: steps per compiled call (``lax.scan``); must divide checkpoint_every.
         log_every: log metrics of every this-many-th step.
         normalize: scale inputs so that ``E||x||^2 = d_in`` (folded back in ``params``).
         b_dec_init: start ``b_dec`` at the data's geometric median or mean (None: zero).
         init_batches: batches used to estimate the normalisation and ``b_dec``.
-        mesh: optional ``data x model`` mesh (:func:`jinterp.sae.sharding.make_mesh`).
-        progress: show a tqdm progress bar.
+        mesh: optional ``data x model`` mesh (:func:`jinterp.sae.sharding.make_mesh`);
+            required, over every process's devices, in a multi-process run.
+        progress: show a tqdm progress bar (process 0 only).
+
+    Raises:
+        ValueError: bad ``checkpoint_every``, data of the wrong width, or a multi-process run
+            without a mesh over all its devices.
+        jinterp.checkpoint.CheckpointMismatch: ``out_dir`` holds another run's checkpoints.
     """
     if checkpoint_every is not None and (out_dir is None or checkpoint_every % steps_per_call):
         raise ValueError(f"checkpoint_every={checkpoint_every} needs out_dir and must be a "
                          f"multiple of steps_per_call={steps_per_call}")
+    if jax.process_count() > 1:
+        if mesh is None:
+            raise ValueError(f"a run over {jax.process_count()} processes needs mesh= over all "
+                             f"{jax.device_count()} devices (jinterp.sae.sharding.make_mesh)")
+        distributed.check_mesh(mesh)
+    main = distributed.is_main()
     tcfg = TrainConfig(total_steps=steps) if tcfg is None else tcfg
     tcfg = scaled_dead_window(tcfg, cfg.dead_after_tokens, steps, batch_size)
     if cfg.is_transcoder:
@@ -209,55 +251,76 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
         source = as_source(data, batch_size, seed=seed, d_in=cfg.d_in)
     if source.d_in != cfg.d_in:
         raise ValueError(f"data has d_in={source.d_in} but the SAE expects d_in={cfg.d_in}")
+    ckpt = None
+    if checkpoint_every:
+        identity = {"trainer": "jinterp.sae.trainer.train", "sae": dataclasses.asdict(cfg),
+                    "train": dataclasses.asdict(tcfg), "lr": lr, "batch_size": batch_size,
+                    "seed": seed, "normalize": normalize, "b_dec_init": b_dec_init,
+                    "init_batches": init_batches}
+        ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), metadata=identity)
+        ckpt.check_metadata()  # before any work: a different run's folder is an error
     state = _initial_state(cfg, tcfg, source, lr=lr, seed=seed, normalize=normalize,
                            b_dec_init=b_dec_init, init_batches=init_batches)
-    ckpt = Checkpointer(os.path.join(out_dir, "checkpoints")) if checkpoint_every else None
+    if mesh is not None:
+        state = _shard_state(state, mesh)
     if ckpt is not None:
-        state = ckpt.restore_or(state)
-    start = int(state.step)
+        state = ckpt.restore_or(state)  # onto this run's shardings, whatever mesh wrote it
+    start = int(distributed.to_host(state.step))
     history, log_path = [], None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         log_path = os.path.join(out_dir, "metrics.jsonl")
-        history = _rewind_jsonl(log_path, start)
-    if mesh is not None:
-        state = sharding_lib.shard_state(state, mesh)
+        history = _rewind_jsonl(log_path, start, write=main)
     step_fn = make_train_step(cfg, tcfg, mesh=mesh)
     loop_fn = make_train_loop(cfg, tcfg, mesh=mesh) if steps_per_call > 1 else None
-    scale = float(state.target_norm_scale)  # one read: raw-unit metrics divide by its square
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc=f"SAE {cfg.architecture}")
-    log = open(log_path, "a") if log_path else None
+    # one read: raw-unit metrics divide by its square
+    scale = float(distributed.to_host(state.target_norm_scale))
+    bar = tqdm(total=steps, initial=start, disable=not (progress and main),
+               desc=f"SAE {cfg.architecture}")
+    log = open(log_path, "a") if log_path and main else None
+    preempted = False
     try:
-        for first, batches in _chunks(source, start, steps, steps_per_call):
-            n_steps = len(_target(batches))
-            if n_steps == 1:
-                one = jax.tree.map(lambda b: b[0], batches)
-                state, metrics = step_fn(state, _place(one, mesh))
-                metrics = jax.tree.map(lambda m: m[None], metrics)
-            else:
-                state, metrics = loop_fn(state, _place(batches, mesh))
-            rows = _log_rows(metrics, first, log_every,
-                             _raw_units(_target(batches), metrics, scale))
-            history.extend(rows)
-            if log is not None:
-                log.writelines(json.dumps(r) + "\n" for r in rows)
-                log.flush()
-            done = first + n_steps
-            if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
-                ckpt.save(done, state)
-            bar.update(n_steps)
-            if rows:
-                bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", l0=f"{rows[-1]['l0']:.1f}",
-                                dead=f"{rows[-1]['dead_fraction']:.2f}")
+        with Preemption() as preempt:
+            for first, batches in _chunks(source, start, steps, steps_per_call):
+                n_steps = len(_target(batches))
+                if n_steps == 1:
+                    one = jax.tree.map(lambda b: b[0], batches)
+                    state, metrics = step_fn(state, _place(one, mesh))
+                    metrics = jax.tree.map(lambda m: m[None], metrics)
+                else:
+                    state, metrics = loop_fn(state, _place(batches, mesh))
+                metrics = distributed.to_host(metrics)  # gathers what other processes hold
+                rows = _log_rows(metrics, first, log_every,
+                                 _raw_units(_target(batches), metrics, scale))
+                history.extend(rows)
+                if log is not None:
+                    log.writelines(json.dumps(r) + "\n" for r in rows)
+                    log.flush()
+                done = first + n_steps
+                preempted = done < steps and preempt.should_stop(done)
+                if ckpt is not None and (done % checkpoint_every == 0 or done == steps
+                                         or preempted):
+                    ckpt.save(done, state)
+                bar.update(n_steps)
+                if rows:
+                    bar.set_postfix(loss=f"{rows[-1]['loss']:.4g}", l0=f"{rows[-1]['l0']:.1f}",
+                                    dead=f"{rows[-1]['dead_fraction']:.2f}")
+                if preempted:
+                    if main:
+                        tqdm.write(f"SAE training stopped by a signal after step {done}"
+                                   + (" (checkpoint saved)" if ckpt is not None else ""))
+                    break
     finally:
         bar.close()
         if log is not None:
             log.close()
         if ckpt is not None:
             ckpt.close()
-    params = fold_norm_scale(cfg, jax.device_get(state.params), float(state.norm_scale),
-                             float(state.target_norm_scale))
-    return TrainResult(state=state, params=params, history=history)
+    host = distributed.to_host({"params": state.params, "norm_scale": state.norm_scale,
+                                "target_norm_scale": state.target_norm_scale})
+    params = fold_norm_scale(cfg, host["params"], float(host["norm_scale"]),
+                             float(host["target_norm_scale"]))
+    return TrainResult(state=state, params=params, history=history, preempted=preempted)
 
 
 def _target(batches):
@@ -265,13 +328,32 @@ def _target(batches):
     return batches[1] if isinstance(batches, tuple) else batches
 
 
+def _shard_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
+    """The state on ``mesh``. Every process built the same state on its own device; across
+    processes each one copies in only the shards its devices hold (``device_put`` would first
+    compare every leaf between processes)."""
+    if jax.process_count() == 1:
+        return sharding_lib.shard_state(state, mesh)
+    host = jax.tree.map(np.asarray, state)
+    return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
+                        host, sharding_lib.state_shardings(host, mesh))
+
+
 def _place(batches, mesh: jax.sharding.Mesh | None):
+    """Batches on the device(s); across processes each one transfers only its own rows."""
     if mesh is None:
         return jax.tree.map(jnp.asarray, batches)
-    return sharding_lib.shard_batch(batches, mesh)
+    if jax.process_count() == 1:
+        return sharding_lib.shard_batch(batches, mesh)
+
+    def one(a: np.ndarray) -> jax.Array:
+        sharding = sharding_lib.batch_sharding(mesh, a.ndim)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree.map(one, batches)
 
 
-def _raw_units(batches: np.ndarray, metrics: dict[str, Array],
+def _raw_units(batches: np.ndarray, metrics: dict[str, Array | np.ndarray],
                scale: float) -> dict[str, np.ndarray]:
     """``mse_raw`` (the step's MSE in the activations' own units; ``mse`` is in normalised
     units, inputs scaled so E||x||^2 = d_in) and ``fvu`` (centred, per batch), ``[n_steps]``;
@@ -282,7 +364,7 @@ def _raw_units(batches: np.ndarray, metrics: dict[str, Array],
     return {"mse_raw": mse_raw, "fvu": mse_raw / np.maximum(var, 1e-30)}
 
 
-def _log_rows(metrics: dict[str, Array], first: int, log_every: int,
+def _log_rows(metrics: dict[str, Array | np.ndarray], first: int, log_every: int,
               extra: dict[str, np.ndarray] | None = None) -> list[dict[str, float | int]]:
     """One JSON-ready row per logged step of a chunk of stacked ``[n_steps]`` metrics."""
     host = {**_scalar_metrics(metrics), **(extra or {})}
