@@ -226,7 +226,7 @@ class ActivationStore:
         """How many rows a push of ``tokens`` adds (host side, from the ids alone)."""
         return int(token_mask(tokens, self.exclude_ids, self.exclude_first).sum())
 
-    def _kept_global(self, local: Int[np.ndarray, "rows pos"], rows: slice) -> int:
+    def _kept_global(self, local: Int[np.ndarray, "batch pos"], rows: slice) -> int:
         """:meth:`kept` of the whole batch from this process's rows of it (``rows``).
 
         Processes whose devices share a ``data`` slice load the same rows: each block of rows

@@ -6,7 +6,8 @@ One worker script per topology does three checks, so each topology costs one lau
   forwards with per-process token loading, the buffer split over ``data``, latents over
   ``model``, a checkpoint written by every process, files from process 0);
 * an activation-patching sweep whose node axis is split over every device of every process;
-* a forward with FSDP x tensor-parallel parameters (``shard_params(fsdp=True)``).
+* a forward with FSDP x tensor-parallel parameters (``shard_params(fsdp=True)``) of a global
+  token array that no process holds whole; out-of-range ids in one still raise.
 
 Each worker compares with its own 1-device run (numpy inputs on ``jax.local_devices()[0]``)
 and prints the largest differences. The 2 x 4 launch runs in the default suite; 4 x 2 and the
@@ -85,6 +86,17 @@ rows = distributed.local_rows(8, mesh)
 g_tokens = distributed.global_batch(tokens[rows], mesh)
 logits, fcache = jinterp.run_with_cache(model, p_sharded, g_tokens, names=name)
 host = distributed.to_host((logits, fcache[name]))
+# out-of-range ids in a global token array still raise (where a device runs the check; a
+# data-parallel forward, so that no process waits in a collective for one that raised)
+from jax.sharding import Mesh
+flat = Mesh(np.asarray(jax.devices()), ("data",))
+p_flat = sae.sharding.place_host(params, NamedSharding(flat, P()))
+bad = distributed.global_batch(np.full_like(tokens, 60)[distributed.local_rows(8, flat)], flat)
+try:
+    jax.block_until_ready(model(p_flat, bad))
+    print("RAISED False")
+except Exception as err:
+    print("RAISED", "Token ids must lie in [0, 48)" in str(err))
 
 # the 1-device references last (no collectives), split between the processes: process 0
 # trains the SAE, the last process runs the sweep and the forward
@@ -119,6 +131,7 @@ def _check(outs: list[str], checkpoint: bool) -> None:
     sweep, scale = procs.values(outs[-1], "SWEEP")
     assert scale > 0.05 and sweep < 1e-5 * max(1.0, scale), outs[-1][-2000:]
     assert max(procs.values(outs[-1], "FORWARD")) < 1e-5, outs[-1][-2000:]
+    assert any("RAISED True" in out for out in outs), [out[-2000:] for out in outs]
     main = outs[0]
     diff, scale = procs.values(main, "SAE1")
     assert scale > 0.1 and diff < 1e-5, main[-2000:]
