@@ -55,13 +55,14 @@ _JAXTYPING_HOOK = install_import_hook("jinterp", "typecheck.typechecker")
 # file collected last leaves one worker idle while the other finishes it. The slowest files
 # (summed durations of a full run, about 15-50 s each) go first; the rest keep their order.
 SLOW_FIRST = (
-    "experiments/test_reading_study.py", "patching/test_padded_sweep.py",
+    "scale/test_faults.py", "experiments/test_reading_study.py", "patching/test_padded_sweep.py",
     "core/test_readme_tour.py", "tracr/test_methods.py", "experiments/test_superposition.py",
     "patching/test_attribution.py", "experiments/test_grokking.py", "tracr/test_from_tracr.py",
     "experiments/test_induction.py", "core/test_cpu_allocator.py",
     "patching/test_sweep_speed_paths.py", "sae/test_ground_truth.py",
     "patching/test_activation_patching.py", "probes/test_probes.py",
     "sae/test_crosscoder_model.py", "experiments/test_circuits.py",
+    "scale/test_multiprocess_runs.py", "experiments/test_grokking_processes.py",
 )
 
 
