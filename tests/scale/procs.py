@@ -76,25 +76,25 @@ def launch(worker_code: str, n_processes: int, devices_per_process: int, timeout
     outs: list[str | None] = [None] * n_processes
     errs: list[str | None] = [None] * n_processes
     deadline = time.monotonic() + timeout
+
+    def stop_all() -> None:  # kill every worker and keep what each one wrote
+        for q in procs:
+            q.kill()
+        for j, q in enumerate(procs):
+            if errs[j] is None:
+                outs[j], errs[j] = q.communicate()
+
     try:
         for i, p in enumerate(procs):
             left = max(1.0, deadline - time.monotonic())
             try:
                 outs[i], errs[i] = p.communicate(timeout=left)
             except subprocess.TimeoutExpired:
-                for q in procs:
-                    q.kill()
-                for j, q in enumerate(procs):
-                    if errs[j] is None:
-                        outs[j], errs[j] = q.communicate()
+                stop_all()
                 raise RuntimeError(f"the {n_processes}-process launch ran past {timeout} s "
                                    f"and was killed\n{_tails(procs, errs)}") from None
             if p.returncode != 0:
-                for q in procs:
-                    q.kill()
-                for j, q in enumerate(procs):
-                    if errs[j] is None:
-                        outs[j], errs[j] = q.communicate()
+                stop_all()
                 raise RuntimeError(f"process {i} of {n_processes} failed\n"
                                    f"{_tails(procs, errs)}")
     finally:
