@@ -106,10 +106,17 @@ class TokenArraySource:
             return np.arange(self._n_train)
         return np.random.default_rng([self.seed, epoch]).permutation(self._n_train)
 
-    def batch(self, index: int) -> Int[np.ndarray, "batch pos"]:
+    def _rows(self, index: int) -> np.ndarray:
         epoch, i = divmod(int(index), self.batches_per_epoch)
-        rows = np.sort(self._order(epoch)[i * self.batch_size:(i + 1) * self.batch_size])
-        return np.asarray(self._tokens[rows, :self.seq_len], np.int32)
+        return np.sort(self._order(epoch)[i * self.batch_size:(i + 1) * self.batch_size])
+
+    def batch(self, index: int) -> Int[np.ndarray, "batch pos"]:
+        return np.asarray(self._tokens[self._rows(index), :self.seq_len], np.int32)
+
+    def batch_rows(self, index: int, rows: slice) -> Int[np.ndarray, "n pos"]:
+        """``batch(index)[rows]``, reading only those sequences (a memmapped file stays on
+        disk): how each process of a multi-process run loads its share of a batch."""
+        return np.asarray(self._tokens[self._rows(index)[rows], :self.seq_len], np.int32)
 
     def held_out_tokens(self) -> Int[np.ndarray, "batch pos"]:
         """The held-out sequences ``[held_out, seq_len]`` (for evaluation; never trained on)."""

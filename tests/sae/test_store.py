@@ -60,6 +60,8 @@ def test_token_array_source_replays_covers_epochs_and_holds_out(tmp_path):
     np.testing.assert_array_equal(src.batch(2), src.batch(2))  # pure in the index
     assert not np.array_equal(src.batch(4), src.batch(0))  # next epoch, new order
     np.testing.assert_array_equal(src.held_out_tokens(), windows[8:])
+    for index, rows in ((1, slice(0, 1)), (1, slice(1, 2)), (5, slice(0, 2))):
+        np.testing.assert_array_equal(src.batch_rows(index, rows), src.batch(index)[rows])
     with pytest.raises(ValueError, match=r"ids in \[0, 49\].*vocabulary \[0, 40\).*re-tokenise"):
         TokenArraySource(tmp_path / "t.npy", 2, seq_len=6, d_vocab=40)
     with pytest.raises(ValueError, match="seq_len"):
