@@ -36,6 +36,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jinterp import preemption
+
 #: Environment variables read by :func:`initialize`, in order of precedence.
 ENV_VARS = {
     "coordinator": ("JINTERP_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),
@@ -151,6 +153,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         if not _cluster_detected():
             return Processes(0, 1, None)
         _start(timeout_s=timeout_s, heartbeat_s=heartbeat_s, local_device_ids=local_device_ids)
+        preemption.listen()
         return Processes(jax.process_index(), jax.process_count(), None)
     if num_processes is None or num_processes < 1:
         raise ValueError(f"num_processes={num_processes}: pass --num-processes N (N >= 1) "
@@ -174,6 +177,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         _start(coordinator_address, num_processes, process_id, timeout_s=timeout_s,
                heartbeat_s=heartbeat_s, local_device_ids=local_device_ids)
     _check_agreement(num_processes, process_id, timeout_s)
+    preemption.listen()  # a SIGTERM before the training loop polls is kept, not lost
     return Processes(process_id, num_processes, coordinator_address)
 
 

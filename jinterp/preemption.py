@@ -24,6 +24,27 @@ import threading
 import jax
 import numpy as np
 
+#: Set by :func:`listen`'s handler: a stop signal arrived while no loop was polling.
+_NOTICE = threading.Event()
+
+
+def _remember(signum, frame) -> None:
+    _NOTICE.set()
+
+
+def listen(signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
+    """Remembers stop signals from now on, for the next :class:`Preemption` to act on.
+
+    :func:`jinterp.distributed.initialize` calls it once the processes have joined: without
+    it a SIGTERM between the join and the training loop's first poll would go to JAX's own
+    preemption handler, which only its ``reached_preemption_sync_point`` protocol reads, and
+    the run would carry on until the scheduler's SIGKILL. Main thread only (a no-op
+    elsewhere).
+    """
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            signal.signal(sig, _remember)
+
 
 class Preemption:
     """Turns SIGTERM (and other ``signals``) into a flag that the loop polls.
@@ -44,6 +65,11 @@ class Preemption:
     def _handle(self, signum, frame) -> None:
         self._flag = True
 
+    def _take_notice(self) -> None:
+        if _NOTICE.is_set():  # a signal that arrived before this loop started polling
+            _NOTICE.clear()
+            self._flag = True
+
     def __enter__(self) -> Preemption:
         if threading.current_thread() is threading.main_thread():
             for sig in self.signals:
@@ -58,6 +84,7 @@ class Preemption:
     @property
     def requested(self) -> bool:
         """Whether this process received a stop signal."""
+        self._take_notice()
         return self._flag
 
     def should_stop(self, step: int | None = None) -> bool:
@@ -66,6 +93,7 @@ class Preemption:
         Every process must call it at the same steps: it is an all-gather when
         ``jax.process_count() > 1``.
         """
+        self._take_notice()
         if jax.process_count() == 1:
             return self._flag
         self._polls += 1
