@@ -62,7 +62,7 @@ SLOW_FIRST = (
     "patching/test_sweep_speed_paths.py", "sae/test_ground_truth.py",
     "patching/test_activation_patching.py", "probes/test_probes.py",
     "sae/test_crosscoder_model.py", "experiments/test_circuits.py",
-    "scale/test_multiprocess_runs.py", "experiments/test_grokking_processes.py",
+    "scale/test_multiprocess_runs.py",
 )
 
 

@@ -346,6 +346,11 @@ def train_on_model(model: HookedModel, params, configs: SAEConfig | Sequence[SAE
             store_state, fill, next_batch = store.fill(params, state["store"], fill, next_batch)
             sae_states, store_state, metrics = _sae_step(plan, tcfg, store, streams, state["sae"],
                                                          store_state, state.get("scales"))
+            if spans_processes:
+                # One program at a time across processes: two in flight may run their
+                # collectives in different orders in different processes (a hang, seen on CPU
+                # about one run in three at 30 steps without this).
+                jax.block_until_ready((sae_states, store_state))
             state = {**state, "sae": sae_states, "store": store_state}
             fill -= batch_size
             pending.append(metrics)

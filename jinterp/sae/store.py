@@ -346,6 +346,8 @@ class ActivationStore:
                                  f"{self.batch_size} rows: raise buffer_batches.")
             tokens, kept = self.load(next_batch)
             state = self.push(params, state, tokens)
+            if self.mesh is not None and jax.process_count() > 1:
+                jax.block_until_ready(state)  # one program at a time (see train_on_model)
             fill, next_batch = fill + kept, next_batch + 1
         return state, fill, next_batch
 

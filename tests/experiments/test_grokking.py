@@ -9,6 +9,9 @@ import json
 import math
 import os
 import random
+import socket
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -289,6 +292,64 @@ def test_vmapped_seeds_equal_seeds_trained_alone(tmp_path, two_seeds):
         assert not np.allclose(x[0], x[1])  # different seeds really differ
         # and really trained (biases may stay at their zero init)
         assert not np.array_equal(x[1], x0[1]) or x.ndim == 2
+
+
+# Each process owns one fake CPU device and so one of the two seeds: the state is a global array
+# neither process holds whole, the orbax checkpoint is written by both, process 0 writes the
+# history. Equal to one process within float rounding, the vmap test's tolerance: the
+# per-device program has another batch of seeds, so XLA may fuse it differently (bitwise
+# equality fails: 5e-7 after 50 steps grows to 0.35 by step 400 of the chaotic fast setting).
+PROCESS_WORKER = r"""
+import os, sys
+pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=1")
+from jinterp import distributed
+distributed.initialize(f"127.0.0.1:{port}", 2, pid, timeout_s=60)
+import jax
+from jinterp.experiments.grokking.config import GrokConfig
+from jinterp.experiments.grokking.training import train
+state = train(GrokConfig.fast(steps=4, steps_per_call=2, snapshot_every=2, seeds=(0, 3)), out,
+              progress=False)
+leaf = jax.tree.leaves(state["params"])[0]
+print("GLOBAL", jax.device_count(), not leaf.is_fully_addressable,
+      [s.index[0] for s in leaf.addressable_shards])
+distributed.shutdown()
+"""
+
+
+def test_seeds_split_over_two_processes_equal_one_process(tmp_path, two_seeds):
+    out, port = str(tmp_path / "two"), str(_free_port())
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JINTERP_COMPILATION_CACHE": "0",
+           "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    procs = [subprocess.Popen([sys.executable, "-c", PROCESS_WORKER, str(i), port, out],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = []
+    try:
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=240)
+            assert proc.returncode == 0, stderr[-3000:]
+            outs.append(stdout)
+    finally:
+        for proc in procs:
+            proc.kill()
+    for i, stdout in enumerate(outs):  # each process holds its own seed of a global array
+        assert f"GLOBAL 2 True [slice({i}, {i + 1}, None)]" in stdout, stdout
+    history = load_history(out)
+    np.testing.assert_array_equal(history["snapshot_steps"], [0, 2, 4])
+    assert history["train_loss"].shape == (2, 4)
+    final = jax.tree.map(lambda x: x[-1], history["snapshots"])
+    for got, want in zip(jax.tree.leaves(final), jax.tree.leaves(two_seeds)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(jax.tree.leaves(final)[0][0], jax.tree.leaves(final)[0][1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_cli_seed_and_loss_options():
