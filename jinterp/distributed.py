@@ -415,6 +415,25 @@ def global_batch(local: Any, mesh: Mesh, spec: PartitionSpec = ROWS,
     return jax.tree.map(one, local)
 
 
+def place_host(tree: Any, shardings: Any) -> Any:
+    """Global arrays from host values that every process holds whole (identical everywhere).
+
+    Each process fills only its own devices' slices (``jax.make_array_from_callback``): no
+    data crosses processes and nothing checks that the processes agree (``jax.device_put``
+    would all-gather every leaf to compare), so the values must be computed deterministically
+    from the same inputs (seeds, the same rows). ``shardings`` is one ``Sharding`` for every
+    leaf or a matching pytree.
+    """
+    if isinstance(shardings, jax.sharding.Sharding):
+        shardings = jax.tree.map(lambda _: shardings, tree)
+
+    def one(x, sharding):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(one, tree, shardings)
+
+
 def to_host(tree: Any) -> Any:
     """Numpy copies of every leaf, gathering the shards other processes hold when needed."""
     from jax.experimental import multihost_utils

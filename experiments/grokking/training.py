@@ -161,12 +161,7 @@ def _place(tree: Any, mesh: Mesh | None, split: bool) -> Any:
     if mesh is None:
         return tree
     sharding = NamedSharding(mesh, PartitionSpec("seeds") if split else PartitionSpec())
-
-    def one(x):
-        host = np.asarray(x)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-    return jax.tree.map(one, tree)
+    return distributed.place_host(tree, sharding)
 
 
 def _write_chunk(path: str, end_step: int, metrics: dict, params: Params | None) -> None:

@@ -41,7 +41,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from jinterp import readout
+from jinterp import distributed, readout
 from jinterp.hooks import Hooks
 from jinterp.metrics import LogitDiff, Metric, NormalisedLogitDiff, take_positions
 from jinterp.model import HookedModel
@@ -256,7 +256,6 @@ def _mesh(devices: Sequence | None) -> Mesh | None:
 
 def _gathered(x: jax.Array) -> np.ndarray:
     """A host copy of a global array (gathered from the processes that hold its shards)."""
-    from jinterp import distributed
 
     return distributed.to_host(x)
 
@@ -276,8 +275,7 @@ def _replicate(tree, mesh: Mesh):
     def one(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             return jax.jit(lambda a: a, out_shardings=replicated)(x)
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, replicated, lambda index: x[index])
+        return distributed.place_host(x, replicated)
 
     return jax.tree.map(one, tree)
 

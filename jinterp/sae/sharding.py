@@ -44,6 +44,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int
 
 from jinterp import sharding as table
+from jinterp.distributed import place_host
 from jinterp.sharding import DATA, MODEL, make_mesh
 
 __all__ = ["DATA", "MODEL", "PARAM_AXES", "active_mesh", "batch_sharding", "constrain_batch",
@@ -111,24 +112,6 @@ def shard_state(state: Any, mesh: Mesh) -> Any:
     if jax.process_count() > 1:
         return place_host(jax.device_get(state), shardings)
     return jax.device_put(state, shardings)
-
-
-def place_host(tree: Any, shardings: Any) -> Any:
-    """Global arrays from host values that every process holds whole (identical everywhere).
-
-    Each process fills only its own devices' slices (``jax.make_array_from_callback``); no
-    data crosses processes and nothing checks that the processes agree, so the values must
-    be computed deterministically from the same inputs (seeds, the same buffer rows).
-    ``shardings`` is one ``Sharding`` for every leaf or a matching pytree.
-    """
-    if isinstance(shardings, jax.sharding.Sharding):
-        shardings = jax.tree.map(lambda _: shardings, tree)
-
-    def one(x, sharding):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
-
-    return jax.tree.map(one, tree, shardings)
 
 
 def _batch_axes(ndim: int) -> tuple[str | None, ...]:

@@ -262,7 +262,7 @@ def train(cfg: SAEConfig, data: Any, steps: int, *, lr: float = 5e-5,
     state = _initial_state(cfg, tcfg, source, lr=lr, seed=seed, normalize=normalize,
                            b_dec_init=b_dec_init, init_batches=init_batches)
     if mesh is not None:
-        state = _shard_state(state, mesh)
+        state = sharding_lib.shard_state(state, mesh)
     if ckpt is not None:
         state = ckpt.restore_or(state)  # onto this run's shardings, whatever mesh wrote it
     start = int(distributed.to_host(state.step))
@@ -328,29 +328,14 @@ def _target(batches):
     return batches[1] if isinstance(batches, tuple) else batches
 
 
-def _shard_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
-    """The state on ``mesh``. Every process built the same state on its own device; across
-    processes each one copies in only the shards its devices hold (``device_put`` would first
-    compare every leaf between processes)."""
-    if jax.process_count() == 1:
-        return sharding_lib.shard_state(state, mesh)
-    host = jax.tree.map(np.asarray, state)
-    return jax.tree.map(lambda x, s: jax.make_array_from_callback(x.shape, s, lambda i: x[i]),
-                        host, sharding_lib.state_shardings(host, mesh))
-
-
 def _place(batches, mesh: jax.sharding.Mesh | None):
     """Batches on the device(s); across processes each one transfers only its own rows."""
     if mesh is None:
         return jax.tree.map(jnp.asarray, batches)
     if jax.process_count() == 1:
         return sharding_lib.shard_batch(batches, mesh)
-
-    def one(a: np.ndarray) -> jax.Array:
-        sharding = sharding_lib.batch_sharding(mesh, a.ndim)
-        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
-
-    return jax.tree.map(one, batches)
+    return distributed.place_host(batches, jax.tree.map(
+        lambda a: sharding_lib.batch_sharding(mesh, np.ndim(a)), batches))
 
 
 def _raw_units(batches: np.ndarray, metrics: dict[str, Array | np.ndarray],
