@@ -130,12 +130,17 @@ def test_command_scores_sort_above_floors_writes_its_files_and_resumes(tmp_path,
     # activation patching and ACDC find exactly the four nodes that matter
     for method in ("act_patch", "acdc"):
         assert eff["nodes"][method] == {"auc": 1.0, "precision": 1.0, "recall": 1.0}, method
-    # AtP ranks perfectly but misses the nodes whose effect passes a saturated softmax
-    assert eff["nodes"]["atp"]["auc"] >= 0.9 and eff["nodes"]["atp"]["recall"] <= 0.5
+    # AtP misses the nodes whose effect passes a saturated softmax: their estimates are at
+    # float-rounding level (1e-19 on one CPU, just above the unused nodes' on another), so the
+    # area is 0.75 (tied) to 1; the node it does see is the top of its ranking.
+    assert eff["nodes"]["atp"]["auc"] >= 0.75 and eff["nodes"]["atp"]["recall"] <= 0.5
+    assert eff["nodes"]["atp"]["precision"] == 1.0
     # EAP-IG (16 steps; 4 steps find 3 of 7) recovers every effective edge above the 1% cut;
-    # plain EAP ranks them first
+    # plain EAP finds 2 of them and nothing else (the rest score 0 or rounding noise, so its
+    # area is 0.71 to 1 by CPU, as for AtP)
     assert eff["edges"]["eap_ig"]["recall"] == 1.0 and eff["edges"]["eap_ig"]["auc"] >= 0.95
-    assert eff["edges"]["eap"]["auc"] >= 0.95
+    assert eff["edges"]["eap"]["precision"] == 1.0 and eff["edges"]["eap"]["recall"] <= 0.5
+    assert eff["edges"]["eap"]["auc"] >= 0.7
     assert eff["edges"]["acdc"]["recall"] == 1.0 and eff["edges"]["acdc"]["precision"] >= 0.8
     # the structural truth has edges (constant 'one', BOS, positions) patching cannot see
     assert r["scores"]["structural"]["edges"]["eap_ig"]["recall"] < 0.8
