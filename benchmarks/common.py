@@ -53,7 +53,17 @@ def process_peak_rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_model() -> str:
+    """The CPU's model name: speed ratios between libraries differ from one CPU to another
+    (each side's matmul kernels), so every JSON says which one it ran on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
 def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "jax": jax.__version__, "backend": jax.default_backend(),
-            "load_avg_1m": os.getloadavg()[0]}
+    return {"cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
+            "platform": platform.platform(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "load_avg_1m": os.getloadavg()[0]}
