@@ -10,9 +10,10 @@ under an outer ``jit``, ``vmap`` (a batch of interventions in one program) and `
 
 ``start_at_layer`` / ``stop_at_layer`` have TransformerLens's meaning: the call runs blocks
 ``start .. stop - 1``; with ``start_at_layer`` the input is the residual entering that block
-(``blocks.{start}.hook_resid_pre``, ``[batch, pos, d_model]``) and positions are ``0..pos-1``
-as in a full run; with ``stop_at_layer`` the output is the residual entering block ``stop``
-and neither later blocks nor the unembedding are computed. Both are static: each value is its
+(``blocks.{start}.hook_resid_pre``, ``[batch, pos, d_model]``) and positions are those of a
+full run (``0..pos-1``; with ``attention_mask``, counting real tokens only); with
+``stop_at_layer`` the output is the residual entering block ``stop`` and neither later blocks
+nor the unembedding are computed. Both are static: each value is its
 own compiled program.
 
 Plain Python functions used as hooks are part of the static key: a *new* lambda each call

@@ -22,6 +22,11 @@ are kv heads (``Node.k(layer, kv_head)``), shared by the query heads of their gr
 :func:`get_path_patch_head_to_receivers` sweeps every sender head for one receiver set as one
 compiled program (``vmap`` over the sender, ``chunk_size`` senders at a time); run 3 starts at
 the first receiver's layer from the clean residual. :func:`path_patch` patches one sender set.
+
+Padded batches: every function takes ``attention_mask`` (``[batch, pos]``, 1 real, 0 pad; left
+or right), used by all three runs, so each prompt's result is what it is unpadded (positions
+count real tokens, pads are never attended to). Clean and corrupted prompts share the mask:
+pair them with equal lengths, as the IOI templates are.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax import lax
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from jinterp.hooks import At
 from jinterp.interventions import Intervention, Patch, Steer
@@ -43,7 +48,7 @@ from jinterp.names import Axes, block_name
 from jinterp.patching.attr_checks import MetricFn, positive_int, same_shape, scalar_metric
 from jinterp.patching.attr_graph import Node, check_node, has_mlp
 from jinterp.plan import split_leaves
-from jinterp.run import _rebuild, run_with_cache, run_with_hooks
+from jinterp.run import _rebuild, run_with_cache, run_with_hooks, validate_attention_mask
 
 
 @struct.dataclass
@@ -135,12 +140,14 @@ def _start_layer(model: HookedModel, table) -> int:
     return min(layers)
 
 
-def _path_metric(model, params, clean, corrupt, senders: Senders, table, metric, final_name):
-    """Runs 2 and 3 for one sender set: the metric of the clean run with receivers patched."""
+def _path_metric(model, params, clean, corrupt, senders: Senders, table, metric, final_name,
+                 mask=None):
+    """Runs 2 and 3 for one sender set: the metric of the clean run with receivers patched
+    (both with the padding mask ``mask``, when given)."""
     hooks = _sender_hooks(model, clean, corrupt, senders)
     names = [name for name, _ in table]
     _, frozen = run_with_cache(model, params, clean[block_name(0, "hook_resid_pre")],
-                               names=names, hooks=hooks, start_at_layer=0)
+                               names=names, hooks=hooks, start_at_layer=0, attention_mask=mask)
     patches = {}
     for name, heads in table:
         if name == final_name:
@@ -149,11 +156,13 @@ def _path_metric(model, params, clean, corrupt, senders: Senders, table, metric,
             patches[name] = Patch(frozen[name], head=None if heads is None else np.array(heads))
     start = _start_layer(model, table)
     resid = clean[block_name(start, "hook_resid_pre")]
-    return metric(run_with_hooks(model, params, resid, patches, start_at_layer=start))
+    return metric(run_with_hooks(model, params, resid, patches, start_at_layer=start,
+                                 attention_mask=mask))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "table", "metric_static", "chunk"))
-def _head_sweep(params, clean, corrupt, metric_leaves, *, model, table, metric_static, chunk):
+def _head_sweep(params, clean, corrupt, metric_leaves, mask, *, model, table, metric_static,
+                chunk):
     metric = _rebuild(metric_static, metric_leaves)
     n_layers, n_heads = model.n_layers, model.dims["n_heads"]
     final = block_name(n_layers - 1, "hook_resid_post")
@@ -161,7 +170,7 @@ def _head_sweep(params, clean, corrupt, metric_leaves, *, model, table, metric_s
     def one(index):
         heads = jax.nn.one_hot(index, n_layers * n_heads, dtype=bool).reshape(n_layers, n_heads)
         senders = Senders(heads, jnp.zeros(n_layers, bool), jnp.zeros((), bool))
-        return _path_metric(model, params, clean, corrupt, senders, table, metric, final)
+        return _path_metric(model, params, clean, corrupt, senders, table, metric, final, mask)
 
     index = jnp.arange(n_layers * n_heads)
     values = lax.map(one, index, batch_size=chunk)
@@ -169,21 +178,25 @@ def _head_sweep(params, clean, corrupt, metric_leaves, *, model, table, metric_s
 
 
 @functools.partial(jax.jit, static_argnames=("model", "table", "metric_static"))
-def _one_set(params, clean, corrupt, senders, metric_leaves, *, model, table, metric_static):
+def _one_set(params, clean, corrupt, senders, metric_leaves, mask, *, model, table,
+             metric_static):
     metric = _rebuild(metric_static, metric_leaves)
     final = block_name(model.n_layers - 1, "hook_resid_post")
-    return _path_metric(model, params, clean, corrupt, senders, table, metric, final)
+    return _path_metric(model, params, clean, corrupt, senders, table, metric, final, mask)
 
 
-def _caches(model: HookedModel, params, clean_tokens, corrupted_tokens, metric):
+def _caches(model: HookedModel, params, clean_tokens, corrupted_tokens, metric, attention_mask):
+    """Run 1 (clean and corrupted, with the padding mask) and the checked mask."""
     batch, n_pos = same_shape(clean_tokens, corrupted_tokens)
     scalar_metric(model, metric, batch, n_pos)
+    mask = validate_attention_mask(model, attention_mask, np.empty((batch, n_pos), bool))
     names = _frozen_names(model) + [n for n in model.hook_names()
                                     if n.endswith(("hook_resid_pre", "hook_resid_post"))]
     names = list(dict.fromkeys(names))
-    _, clean = run_with_cache(model, params, clean_tokens, names=names)
-    _, corrupt = run_with_cache(model, params, corrupted_tokens, names=names)
-    return clean, corrupt
+    _, clean = run_with_cache(model, params, clean_tokens, names=names, attention_mask=mask)
+    _, corrupt = run_with_cache(model, params, corrupted_tokens, names=names,
+                                attention_mask=mask)
+    return clean, corrupt, mask
 
 
 def _check_receivers(model: HookedModel, receivers) -> tuple[Node, ...]:
@@ -199,7 +212,8 @@ def _check_receivers(model: HookedModel, receivers) -> tuple[Node, ...]:
 def get_path_patch_head_to_receivers(model: HookedModel, params, clean_tokens,
                                      corrupted_tokens, metric: MetricFn,
                                      receivers: Node | Sequence[Node], *,
-                                     chunk_size: int | None = None
+                                     chunk_size: int | None = None,
+                                     attention_mask: ArrayLike | None = None
                                      ) -> Float[Array, "layer n_heads"]:
     """Path-patches every head, one at a time, along its paths into ``receivers``.
 
@@ -211,6 +225,11 @@ def get_path_patch_head_to_receivers(model: HookedModel, params, clean_tokens,
         receivers: nodes from :class:`~jinterp.patching.attr_graph.Node`: ``Node.q/k/v``,
             ``Node.mlp_in``, ``Node.final``.
         chunk_size: senders vmapped at once (memory); None: every head at once.
+        attention_mask: ``[batch, pos]`` 1 for real tokens, 0 for padding (left or right), of
+            the clean and the corrupted prompts alike: every run (caches, frozen run, final
+            run) attends as :func:`jinterp.run_with_cache` with this mask does. The metric
+            reads the slots it names: with right padding give each row's last real slot (left
+            padding keeps it at ``-1``).
 
     Returns:
         ``[layer, n_heads]``: the metric with that head as the only sender (float32). A head
@@ -219,28 +238,30 @@ def get_path_patch_head_to_receivers(model: HookedModel, params, clean_tokens,
     if chunk_size is not None:
         positive_int(chunk_size, "chunk_size", "the senders vmapped at once (or None for all)")
     table = _receiver_table(model, _check_receivers(model, receivers))
-    clean, corrupt = _caches(model, params, clean_tokens, corrupted_tokens, metric)
+    clean, corrupt, mask = _caches(model, params, clean_tokens, corrupted_tokens, metric,
+                                   attention_mask)
     n_senders = model.n_layers * model.dims["n_heads"]
     chunk = n_senders if chunk_size is None else min(int(chunk_size), n_senders)
     leaves, static, treedef = split_leaves(metric)
-    return _head_sweep(params, clean, corrupt, leaves, model=model, table=table,
+    return _head_sweep(params, clean, corrupt, leaves, mask, model=model, table=table,
                        metric_static=(treedef, static), chunk=chunk)
 
 
 def path_patch(model: HookedModel, params, clean_tokens, corrupted_tokens, metric: MetricFn,
-               senders: Node | Sequence[Node], receivers: Node | Sequence[Node]
-               ) -> Float[Array, ""]:
+               senders: Node | Sequence[Node], receivers: Node | Sequence[Node], *,
+               attention_mask: ArrayLike | None = None) -> Float[Array, ""]:
     """The metric with ``senders`` path-patched (together) along their paths into ``receivers``.
 
     Args:
         senders: ``Node.head(layer, head)``, ``Node.mlp(layer)``, ``Node.embed()``.
-        receivers: as in :func:`get_path_patch_head_to_receivers`.
+        receivers, attention_mask: as in :func:`get_path_patch_head_to_receivers`.
     """
     if isinstance(senders, Node):
         senders = [senders]
     senders = [check_node(model, s, upstream=True, role="sender") for s in senders]
     table = _receiver_table(model, _check_receivers(model, receivers))
-    clean, corrupt = _caches(model, params, clean_tokens, corrupted_tokens, metric)
+    clean, corrupt, pads = _caches(model, params, clean_tokens, corrupted_tokens, metric,
+                                   attention_mask)
     heads = np.zeros((model.n_layers, model.dims["n_heads"]), bool)
     mlps = np.zeros(model.n_layers, bool)
     embed = False
@@ -253,27 +274,34 @@ def path_patch(model: HookedModel, params, clean_tokens, corrupted_tokens, metri
             embed = True
     mask = Senders(jnp.asarray(heads), jnp.asarray(mlps), jnp.asarray(embed))
     leaves, static, treedef = split_leaves(metric)
-    return _one_set(params, clean, corrupt, mask, leaves, model=model, table=table,
+    return _one_set(params, clean, corrupt, mask, leaves, pads, model=model, table=table,
                     metric_static=(treedef, static))
 
 
 def get_path_patch_head_to_final_resid_post(model: HookedModel, params, clean_tokens,
                                             corrupted_tokens, metric: MetricFn, *,
-                                            chunk_size: int | None = None
+                                            chunk_size: int | None = None,
+                                            attention_mask: ArrayLike | None = None
                                             ) -> Float[Array, "layer n_heads"]:
-    """Every head's direct effect on the logits: receivers ``[Node.final()]`` (ARENA's name)."""
+    """Every head's direct effect on the logits: receivers ``[Node.final()]`` (ARENA's name).
+
+    Arguments as :func:`get_path_patch_head_to_receivers` (``attention_mask`` included)."""
     return get_path_patch_head_to_receivers(model, params, clean_tokens, corrupted_tokens,
-                                            metric, [Node.final()], chunk_size=chunk_size)
+                                            metric, [Node.final()], chunk_size=chunk_size,
+                                            attention_mask=attention_mask)
 
 
 def get_path_patch_head_to_heads(model: HookedModel, params, clean_tokens, corrupted_tokens,
                                  metric: MetricFn, receiver_heads: Sequence[tuple[int, int]],
-                                 receiver_input: str, *, chunk_size: int | None = None
+                                 receiver_input: str, *, chunk_size: int | None = None,
+                                 attention_mask: ArrayLike | None = None
                                  ) -> Float[Array, "layer n_heads"]:
     """Every head path-patched into ``receiver_heads``' ``receiver_input`` (``"q"``, ``"k"``,
-    ``"v"``), as in ARENA's IOI notebook; k/v heads are kv heads on GQA models."""
+    ``"v"``), as in ARENA's IOI notebook; k/v heads are kv heads on GQA models. Other
+    arguments as :func:`get_path_patch_head_to_receivers` (``attention_mask`` included)."""
     if receiver_input not in ("q", "k", "v"):
         raise ValueError(f"receiver_input must be 'q', 'k' or 'v'; got {receiver_input!r}.")
     receivers = [Node(receiver_input, int(l), int(h)) for l, h in receiver_heads]
     return get_path_patch_head_to_receivers(model, params, clean_tokens, corrupted_tokens,
-                                            metric, receivers, chunk_size=chunk_size)
+                                            metric, receivers, chunk_size=chunk_size,
+                                            attention_mask=attention_mask)
