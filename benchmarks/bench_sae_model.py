@@ -49,6 +49,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (the two libraries' ratio differs from one CPU to another)."""
+    sys.path.insert(0, REPO)
+    from benchmarks.common import cpu_model
+
+    return cpu_model()
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -320,7 +328,7 @@ def main():
         "batch_tokens": args.batch_tokens, "prompts_per_forward": args.forward_batch,
         "buffer_rows": args.buffer_rows, "timed_steps": args.steps,
         "warmup_steps": args.warmup_steps, "threads": args.threads, "dtype": "float32",
-        "platform": "cpu", "cpu_count": os.cpu_count(),
+        "platform": "cpu", "cpu_count": os.cpu_count(), "cpu_model": _cpu_model(),
         "timing": "tokens/s = timed SAE tokens / wall time of a whole training run (first "
                   "buffer fill included), after a warm-up run that compiles (jinterp) / "
                   "allocates (torch); store: forwarded tokens / wall time of the timed "
