@@ -32,17 +32,25 @@ def main():
     parser.add_argument("--out", default="runs/superposition")
     parser.add_argument("--restarts", type=int, default=None, help="override n_restarts")
     parser.add_argument("--steps", type=int, default=None, help="override training steps")
+    parser.add_argument("--batch", type=int, default=None, help="override the batch size")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="seeds (the judged target uses 1 2 3; 0 is for exploration)")
     args = parser.parse_args()
     per_seed = {}
-    for seed in SEEDS:
+    seeds = tuple(args.seeds)
+    for seed in seeds:
         study = part_config("dimensionality", size=args.size, seed=seed)
         if args.restarts is not None:
             study = dataclasses.replace(study, n_restarts=args.restarts)
         if args.steps is not None:
             study = dataclasses.replace(study, train=dataclasses.replace(study.train,
                                                                          steps=args.steps))
+        if args.batch is not None:
+            study = dataclasses.replace(study, train=dataclasses.replace(
+                study.train, batch_size=args.batch))
         tag = "" if args.restarts is None and args.steps is None else \
             f"_r{study.n_restarts}_s{study.train.steps}"
+        tag += "" if args.batch is None else f"_b{study.train.batch_size}"
         out = os.path.join(args.out, f"dimensionality_{args.size}{tag}_seed{seed}")
         summary = run_study("dimensionality", study, out)
         ours = summary["ours"]
@@ -51,14 +59,15 @@ def main():
                           "peaks": ours["dimensionality_peaks"],
                           "represented": ours["represented_features"],
                           "runtime_s": summary["runtime_s"]}
-    fractions = {name: [per_seed[s]["line_fractions"][name] for s in SEEDS]
+    fractions = {name: [per_seed[s]["line_fractions"][name] for s in seeds]
                  for name in POLYTOPE_LINES}
-    held = [per_seed[s]["lines_held"] for s in SEEDS]
+    held = [per_seed[s]["lines_held"] for s in seeds]
     result = {
         "size": args.size,
         "n_restarts": summary["config"]["n_restarts"],
         "steps": summary["config"]["train"]["steps"],
-        "seeds": list(SEEDS),
+        "seeds": list(seeds),
+        "batch_size": summary["config"]["train"]["batch_size"],
         "per_seed": per_seed,
         "line_fraction_median": {k: float(np.median(v)) for k, v in fractions.items()},
         "line_fraction_range": {k: [min(v), max(v)] for k, v in fractions.items()},
