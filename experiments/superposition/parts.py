@@ -58,15 +58,19 @@ _TINY_UNIFORM = TrainConfig(steps=300, batch_size=128, steps_per_call=100, learn
 
 
 def part_config(part: str, fast: bool = False, size: str = "notebook", seed: int = 0):
-    """The study config of one part (``size`` only applies to ``dimensionality``)."""
+    """The study config of one part, trained with ``seed`` (``size``: dimensionality only)."""
+    study = _part_config(part, fast, size)
+    return dataclasses.replace(study, train=dataclasses.replace(study.train, seed=seed))
+
+
+def _part_config(part: str, fast: bool, size: str):
     if part == "dimensionality":
         if fast:
             return DimensionalityStudy(n_features=12, n_hidden=4, n_sparsities=2, n_restarts=2,
                                        eval_batch=1024, eval_repeats=1,
-                                       train=dataclasses.replace(_TINY_UNIFORM, seed=seed))
+                                       train=_TINY_UNIFORM)
         make = DimensionalityStudy.paper if size == "paper" else DimensionalityStudy.notebook
-        base = make()
-        return dataclasses.replace(base, train=dataclasses.replace(base.train, seed=seed))
+        return make()
     if part == "correlated":
         if fast:
             return CorrelatedStudy(density=(0.3, 0.05), n_restarts=2, eval_batch=1024, train=_TINY)
@@ -138,6 +142,7 @@ def _correlated(study, out, progress):
 def _computation(study, out, progress):
     res = run_computation(study, out, progress)
     keys = ("density", "n_computed", "n_both_signs", "no_superposition_max", "n_neurons",
+            "n_sides", "n_features_both_sides", "n_superposed_neurons", "superposed_neurons",
             "superposition", "monosemantic", "polysemantic", "dead")
     summary = {k: res[k] for k in keys}
     summary["asymmetric_neurons"] = [len(a) for a in res["asymmetric"]]
